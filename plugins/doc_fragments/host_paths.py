@@ -1,0 +1,48 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    """Options shared by every module that reads the kernel's view of devices."""
+
+    DOCUMENTATION = r'''
+options:
+  sysfs_path:
+    description:
+      - Where the kernel's sysfs is mounted.
+      - Point it at the host's sysfs when running in a container (for example C(/host/sys)),
+        or at a fake tree in tests.
+    type: path
+    default: /sys
+  procfs_path:
+    description:
+      - Where procfs is mounted. Used for the kernel command line, network routes, mounts,
+        swaps and the processes that hold C(/dev/vfio) files open.
+    type: path
+    default: /proc
+  modules_dir:
+    description:
+      - Directory holding one folder of kernel modules per kernel release
+        (C(modules.alias), C(modules.dep), C(modules.builtin.modinfo)).
+    type: path
+    default: /lib/modules
+  kernel_release:
+    description:
+      - Kernel release whose module files are searched for VFIO drivers.
+      - Defaults to the running kernel, read from O(procfs_path)C(/sys/kernel/osrelease).
+      - Set it to inspect another installed kernel, for example before rebooting into it.
+    type: str
+  modprobe_config_dirs:
+    description:
+      - The modprobe configuration directories, in kmod's order of precedence.
+      - C(alias) lines there win over C(modules.alias), exactly as kmod treats them;
+        C(blacklist) and C(install <module> /bin/false) lines disqualify a module.
+    type: list
+    elements: path
+    default: [/etc/modprobe.d, /run/modprobe.d, /usr/local/lib/modprobe.d, /usr/lib/modprobe.d, /lib/modprobe.d]
+'''

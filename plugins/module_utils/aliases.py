@@ -1,0 +1,418 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Steps 2-4 of the VFIO variant algorithm: which module matches an alias, as kmod decides.
+
+kmod matches aliases with glibc ``fnmatch(pattern, alias, 0)`` and looks them up in
+tiers, the first non-empty tier winning: ``alias`` lines of the modprobe
+configuration, then ``modules.alias``, then the aliases of built-in drivers.
+The VFIO algorithm then keeps the match with the fewest ``*`` (libvirt >= 10.0,
+first line on a tie).  Each alias file is read once per run and indexed by the
+literal prefix of its patterns, so a lookup costs a few dictionary probes plus
+the patterns that share the query's prefix, not one fnmatch per line.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+
+DEFAULT_MODPROBE_CONFIG_DIRS = ('/etc/modprobe.d', '/run/modprobe.d', '/usr/local/lib/modprobe.d',
+                                '/usr/lib/modprobe.d', '/lib/modprobe.d')
+
+SOURCE_CONFIG = 'modprobe.d'
+SOURCE_ALIASES = 'modules.alias'
+SOURCE_BUILTIN = 'modules.builtin.modinfo'
+_TIER = {SOURCE_CONFIG: 0, SOURCE_ALIASES: 1, SOURCE_BUILTIN: 1}
+
+_SPECIAL = '*?[\\'
+_NEVER = object()
+
+
+def normalize_module(name):
+    """kmod compares module names with '-' and '_' equal; '_' is canonical."""
+    return name.replace('-', '_')
+
+
+def normalize_alias(alias):
+    """kmod's alias_normalize(): '-' becomes '_' outside bracket expressions."""
+    out = []
+    i = 0
+    n = len(alias)
+    while i < n:
+        c = alias[i]
+        if c == '[':
+            j = alias.find(']', i)
+            if j < 0:
+                return None
+            out.append(alias[i:j + 1])
+            i = j + 1
+            continue
+        if c == ']':
+            return None
+        out.append('_' if c == '-' else c)
+        i += 1
+    return ''.join(out)
+
+
+def literal_prefix(pattern):
+    """The part of a pattern before its first special character."""
+    for i, c in enumerate(pattern):
+        if c in _SPECIAL:
+            return pattern[:i]
+    return pattern
+
+
+def _bracket(pattern, i):
+    """Translate the bracket expression starting at pattern[i] == '['.
+
+    Returns (regex, next index), or (None, i + 1) when the bracket is not closed
+    (glibc then matches '[' literally).
+    """
+    j = i + 1
+    n = len(pattern)
+    negate = j < n and pattern[j] in '!^'
+    if negate:
+        j += 1
+    items = []
+    first = True
+    while j < n:
+        c = pattern[j]
+        if c == ']' and not first:
+            body = ''.join(items)
+            return ('[^%s]' % body if negate else '[%s]' % body), j + 1
+        first = False
+        if c == '[' and j + 1 < n and pattern[j + 1] == ':':
+            end = pattern.find(':]', j + 2)
+            if end < 0:
+                return None, i + 1
+            name = pattern[j + 2:end]
+            cls = _CLASSES.get(name)
+            if cls is None:
+                return _NEVER, n
+            items.append(cls)
+            j = end + 2
+            continue
+        if c == '\\':
+            j += 1
+            if j >= n:
+                return None, i + 1
+            c = pattern[j]
+        lo = c
+        if j + 2 < n and pattern[j + 1] == '-' and pattern[j + 2] != ']':
+            hi = pattern[j + 2]
+            k = j + 2
+            if hi == '\\':
+                k += 1
+                if k >= n:
+                    return None, i + 1
+                hi = pattern[k]
+            if hi < lo:
+                items.append('(?!)')  # an empty range matches nothing, as in glibc
+            else:
+                items.append('%s-%s' % (re.escape(lo), re.escape(hi)))
+            j = k + 1
+            continue
+        items.append(re.escape(lo))
+        j += 1
+    return None, i + 1
+
+
+_CLASSES = {
+    'alnum': 'a-zA-Z0-9', 'alpha': 'a-zA-Z', 'blank': ' \\t', 'cntrl': '\\x00-\\x1f\\x7f',
+    'digit': '0-9', 'graph': '\\x21-\\x7e', 'lower': 'a-z', 'print': '\\x20-\\x7e',
+    'punct': '!-/:-@\\[-`{-~', 'space': ' \\t\\n\\r\\f\\v', 'upper': 'A-Z', 'xdigit': '0-9A-Fa-f',
+}
+
+
+def translate(pattern):
+    """Compile a glibc fnmatch pattern (flags 0) to a regex, or None if it can never match."""
+    out = []
+    i = 0
+    n = len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == '*':
+            out.append('.*')
+            i += 1
+        elif c == '?':
+            out.append('.')
+            i += 1
+        elif c == '[':
+            rx, i2 = _bracket(pattern, i)
+            if rx is _NEVER:
+                return None
+            if rx is None:
+                out.append(re.escape('['))
+            else:
+                out.append(rx)
+            i = i2
+        elif c == '\\':
+            if i + 1 >= n:
+                return None  # glibc: a trailing backslash never matches
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return re.compile('(?s)' + ''.join(out) + r'\Z')
+
+
+def fnmatch(pattern, name):
+    """glibc fnmatch(pattern, name, 0) == 0."""
+    rx = translate(pattern)
+    return bool(rx and rx.match(name))
+
+
+class Alias:
+    """One alias line: pattern, module, where it came from, and its position."""
+
+    __slots__ = ('pattern', 'module', 'source', 'location', 'order', '_rx')
+
+    def __init__(self, pattern, module, source, location, order):
+        self.pattern = pattern
+        self.module = normalize_module(module)
+        self.source = source
+        self.location = location
+        self.order = order
+        self._rx = False
+
+    @property
+    def wildcards(self):
+        return self.pattern.count('*')
+
+    def matches(self, name):
+        if self._rx is False:
+            self._rx = translate(self.pattern)
+        return bool(self._rx and self._rx.match(name))
+
+    def sort_key(self):
+        """Best first: a modprobe.d alias wins outright, then fewest '*', then file order."""
+        return (_TIER[self.source], self.wildcards, self.order)
+
+    def as_dict(self, blacklisted=False):
+        return {'module': self.module, 'pattern': self.pattern, 'wildcards': self.wildcards,
+                'source': self.source, 'location': self.location, 'blacklisted': blacklisted}
+
+
+class AliasIndex:
+    """Alias patterns indexed by their literal prefix."""
+
+    def __init__(self):
+        self._by_prefix = {}
+        self._lengths = set()
+        self.count = 0
+
+    def add(self, alias):
+        key = literal_prefix(alias.pattern)
+        self._by_prefix.setdefault(key, []).append(alias)
+        self._lengths.add(len(key))
+        self.count += 1
+
+    def lookup(self, name):
+        """Every alias whose pattern matches name, in insertion (file) order."""
+        found = []
+        for length in self._lengths:
+            if length > len(name):
+                continue
+            for alias in self._by_prefix.get(name[:length], ()):
+                if alias.matches(name):
+                    found.append(alias)
+        found.sort(key=lambda a: a.order)
+        return found
+
+
+def _read_text(path):
+    try:
+        with open(path, 'rb') as f:
+            return f.read().decode('utf-8', 'replace')
+    except (IOError, OSError):
+        return None
+
+
+class ModprobeConfig:
+    """What kmod reads from the modprobe configuration directories."""
+
+    def __init__(self, dirs=DEFAULT_MODPROBE_CONFIG_DIRS):
+        self.aliases = AliasIndex()
+        self.blacklist = {}   # module -> "file:line"
+        self.install = {}     # module -> (command, "file:line")
+        self.files = []
+        for path in self._files(dirs):
+            self._parse(path)
+
+    @staticmethod
+    def _files(dirs):
+        """kmod order: *.conf files sorted by name; a name in an earlier dir hides later ones."""
+        chosen = {}
+        for d in dirs:
+            try:
+                names = os.listdir(d)
+            except OSError:
+                continue
+            for name in names:
+                if name.endswith('.conf') and name not in chosen:
+                    chosen[name] = os.path.join(d, name)
+        return [chosen[n] for n in sorted(chosen)]
+
+    def _parse(self, path):
+        text = _read_text(path)
+        if text is None:
+            return
+        self.files.append(path)
+        lines = text.split('\n')
+        i = 0
+        while i < len(lines):
+            lineno = i + 1
+            line = lines[i]
+            while line.endswith('\\') and i + 1 < len(lines):  # continuation lines
+                i += 1
+                line = line[:-1] + lines[i]
+            i += 1
+            words = line.split('#', 1)[0].split()
+            if not words:
+                continue
+            where = '%s:%d' % (path, lineno)
+            cmd = words[0]
+            if cmd == 'alias' and len(words) >= 3:
+                pattern = normalize_alias(words[1])
+                if pattern is not None:
+                    self.aliases.add(Alias(pattern, words[2], SOURCE_CONFIG, where, self.aliases.count))
+            elif cmd == 'blacklist' and len(words) >= 2:
+                self.blacklist.setdefault(normalize_module(words[1]), where)
+            elif cmd == 'install' and len(words) >= 3:
+                self.install.setdefault(normalize_module(words[1]), (' '.join(words[2:]), where))
+
+    def disabled_by(self, module):
+        """Where the configuration stops a module from loading by alias, or None.
+
+        ``blacklist`` hides it from alias lookups; ``install M /bin/false`` (or
+        ``/bin/true``, the other common idiom) makes modprobe run a no-op instead.
+        """
+        if module in self.blacklist:
+            return 'blacklisted at %s' % self.blacklist[module]
+        cmd = self.install.get(module)
+        if cmd and os.path.basename(cmd[0].split()[0]) in ('false', 'true'):
+            return "disabled by 'install %s %s' at %s" % (module, cmd[0], cmd[1])
+        return None
+
+
+class ModuleTree:
+    """The module files of one kernel release: modules.alias, modules.dep, built-ins."""
+
+    def __init__(self, modules_dir, kernel_release):
+        self.base = os.path.join(modules_dir, kernel_release)
+        self.aliases = AliasIndex()
+        self.modules = {}   # module -> 'module' | 'builtin'
+        self.alias_file_found = False
+        self._load_aliases()
+        self._load_builtin_modinfo()
+        self._load_modules()
+
+    def _load_aliases(self):
+        path = os.path.join(self.base, 'modules.alias')
+        text = _read_text(path)
+        if text is None:
+            return
+        self.alias_file_found = True
+        for lineno, line in enumerate(text.split('\n'), 1):
+            if not line.startswith('alias '):
+                continue
+            words = line.split()
+            if len(words) >= 3:
+                self.aliases.add(Alias(words[1], words[2], SOURCE_ALIASES, '%s:%d' % (path, lineno),
+                                       self.aliases.count))
+
+    def _load_builtin_modinfo(self):
+        path = os.path.join(self.base, 'modules.builtin.modinfo')
+        text = _read_text(path)
+        if text is None:
+            return
+        for entry in text.split('\0'):
+            module, sep, rest = entry.partition('.')
+            if not sep:
+                continue
+            if rest.startswith('alias='):
+                self.aliases.add(Alias(rest[6:], module, SOURCE_BUILTIN, path, self.aliases.count))
+            self.modules.setdefault(normalize_module(module), 'builtin')
+
+    def _load_modules(self):
+        for name, kind in (('modules.dep', 'module'), ('modules.builtin', 'builtin')):
+            text = _read_text(os.path.join(self.base, name))
+            for line in (text or '').split('\n'):
+                path = line.split(':', 1)[0].strip()
+                if not path:
+                    continue
+                base = os.path.basename(path)
+                mod = base.split('.ko', 1)[0]
+                self.modules[normalize_module(mod)] = kind
+
+
+class Resolver:
+    """Finds the VFIO driver modules for devices (steps 2-4), reading every file once."""
+
+    def __init__(self, modules_dir, kernel_release, config_dirs=DEFAULT_MODPROBE_CONFIG_DIRS):
+        self.tree = ModuleTree(modules_dir, kernel_release)
+        self.config = ModprobeConfig(config_dirs)
+
+    def matches(self, alias):
+        """Every matching alias of every source, best first."""
+        name = normalize_alias(alias)
+        if name is None:
+            return []
+        found = self.config.aliases.lookup(name) + self.tree.aliases.lookup(name)
+        found.sort(key=Alias.sort_key)
+        return found
+
+    def kmod_lookup(self, alias):
+        """The module names `modprobe -R alias` prints: kmod's first non-empty tier.
+
+        Blacklisting is not applied, as with plain ``modprobe -R``.
+        """
+        name = normalize_alias(alias)
+        if name is None:
+            return []
+        for index in (self.config.aliases, self.tree.aliases):
+            found = index.lookup(name)
+            if found:
+                if index is self.tree.aliases:
+                    regular = [a for a in found if a.source == SOURCE_ALIASES]
+                    found = regular or found
+                return _unique(a.module for a in found)
+        return []
+
+    def candidates(self, alias):
+        """Candidates as reported to users: dicts, best first, blacklisting marked."""
+        return [a.as_dict(blacklisted=self.config.disabled_by(a.module) is not None)
+                for a in self.matches(alias)]
+
+    def choose(self, alias):
+        """(best module or None, ambiguous, candidates) for an alias.
+
+        A candidate whose module the configuration blacklists is skipped, as kmod
+        skips it in alias lookups; a tie between different modules on the best
+        (tier, wildcard count) is flagged ambiguous and resolved by file order.
+        """
+        cands = self.candidates(alias)
+        usable = [c for c in cands if not c['blacklisted']]
+        if not usable:
+            return None, False, cands
+        best = usable[0]
+        tier = _TIER[best['source']]
+        rivals = set(c['module'] for c in usable
+                     if _TIER[c['source']] == tier and c['wildcards'] == best['wildcards'])
+        return best['module'], len(rivals) > 1, cands
+
+    def availability(self, module):
+        """'module', 'builtin' or None: whether this kernel release has the module."""
+        return self.tree.modules.get(normalize_module(module))
+
+
+def _unique(items):
+    seen = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen

@@ -1,0 +1,113 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""vfio_bind from parameters to result: validate, lock, plan, then apply or just show."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import Executor, HostLock, LockTimeout
+from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import HostUsage
+from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import BUSES
+from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import (
+    Planner, RequestError, diff_of, parse_request)
+
+RESULT_KEYS = ('address', 'state', 'action', 'reason', 'module', 'driver_before', 'driver_after',
+               'override_before', 'override_after', 'candidates', 'ambiguous', 'iommu_group', 'vendor',
+               'device', 'guards', 'forced', 'warnings', 'item', 'result')
+
+
+class BindFailed(Exception):
+    """The task fails; ``result`` carries what is known (plan, per-device outcome)."""
+
+    def __init__(self, msg, result):
+        super(BindFailed, self).__init__(msg)
+        self.result = result
+
+
+def _report(plan):
+    out = []
+    for e in plan['devices']:
+        row = dict((k, e.get(k)) for k in RESULT_KEYS)
+        row['result'] = e.get('result', 'planned' if e['action'] != 'none' else 'unchanged')
+        out.append(row)
+    return out
+
+
+def modprobe_args(host, running_release):
+    args = []
+    if host.kernel_release != running_release:
+        args += ['-S', host.kernel_release]
+    if host.modules_dir.rstrip('/') != '/lib/modules' and host.modules_dir.rstrip('/').endswith('/lib/modules'):
+        args += ['-d', host.modules_dir.rstrip('/')[:-len('/lib/modules')]]
+    return args
+
+
+def run_bind(params, host, run, check_mode=False, environ=None, bus_name='pci'):
+    """Do the whole job; return the module result or raise BindFailed / RequestError."""
+    environ = os.environ if environ is None else environ
+    bus = BUSES[bus_name]
+    items = parse_request(params, bus)  # bad input fails here, before anything is read
+    if check_mode:
+        return _plan_and_apply(params, host, run, items, bus, environ, check_mode)
+    try:
+        with HostLock(params['lock_file'], params['lock_timeout']):
+            return _plan_and_apply(params, host, run, items, bus, environ, check_mode)
+    except LockTimeout as e:
+        raise BindFailed('vfio_bind: %s; wait for it to finish (or find a stuck run) and retry' % e, {})
+    except (IOError, OSError) as e:
+        if getattr(e, 'filename', None) == params['lock_file']:
+            raise BindFailed('vfio_bind: cannot open lock file %s: %s (set lock_file to a writable path)'
+                             % (params['lock_file'], e.strerror), {})
+        raise
+
+
+def _plan_and_apply(params, host, run, items, bus, environ, check_mode):
+    usage = HostUsage(host.fs, environ.get('SSH_CONNECTION'))
+    planner = Planner(host, bus, usage, group_policy=params['iommu_group'], force=params['force'])
+    plan = planner.plan(items)
+    running = host.fs.read_proc('sys/kernel/osrelease')
+    running = running.strip() if running else host.kernel_release
+    if plan['errors']:
+        raise BindFailed('vfio_bind refused before changing anything:\n- ' + '\n- '.join(plan['errors']),
+                         {'devices': _report(plan), 'errors': plan['errors']})
+    warnings = [w for e in plan['devices'] for w in e['warnings']] + host.warnings()
+    result = {'changed': plan['changed'], 'diff': diff_of(plan), 'warnings_list': warnings,
+              'modules_loaded': []}
+    if check_mode or not plan['changed']:
+        result['devices'] = _report(plan)
+        return result
+    if host.kernel_release != running:
+        raise BindFailed('vfio_bind acts on the running kernel %s; kernel_release=%s is for inspection with '
+                         'vfio_facts only' % (running, host.kernel_release), {'devices': _report(plan)})
+    executor = Executor(host.fs, bus, run, timeout=params['timeout'], modprobe_args=modprobe_args(host, running))
+    changed, failure = executor.apply(plan)
+    result.update(changed=changed, devices=_report(plan), modules_loaded=executor.loaded, diff=diff_of(plan))
+    result['warnings_list'] = [w for e in plan['devices'] for w in e['warnings']] + host.warnings()
+    if failure:
+        result['failure'] = failure
+        raise BindFailed(_failure_message(failure), result)
+    return result
+
+
+def _failure_message(f):
+    msg = 'vfio_bind: %s: %s failed: %s' % (f['device'], f['step'], f['error'])
+    if f['kernel_log']:
+        msg += '\nkernel: ' + ' | '.join(f['kernel_log'])
+    if f['rolled_back']:
+        msg += '\nrolled back to their previous driver and driver_override: ' + ', '.join(f['rolled_back'])
+    if f['rollback_problems']:
+        msg += '\nNOT restored: ' + '; '.join(f['rollback_problems'])
+    if f['device'].startswith('module '):
+        msg += ('\nNo device was touched. Check that the module is installed for the running kernel '
+                '(modinfo), not blacklisted in modprobe.d, and loads by hand (modprobe -v).')
+    elif f['pending']:
+        msg += ('\nThe device is probably held by a VM or another VFIO user: stop it, then re-run; '
+                'the run after that converges.')
+    else:
+        msg += ('\nCheck the kernel log (dmesg) for the device, fix the cause (IOMMU enabled? driver probe '
+                'error?) or pin another driver with driver:, then re-run.')
+    return msg

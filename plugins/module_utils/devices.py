@@ -1,0 +1,170 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Read the devices of a bus, their IOMMU groups and the VFIO state into plain data."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+# Drivers a VFIO group may contain besides VFIO drivers (the kernel's own allow-list).
+GROUP_SAFE_DRIVERS = ('pci-stub', 'pcieport')
+VFIO_CORE_DRIVERS = ('vfio-pci', 'vfio_pci', 'vfio-platform', 'vfio_platform')
+
+_ID_ATTRS = ('vendor', 'device', 'subsystem_vendor', 'subsystem_device')
+
+
+def _hex_id(value, width):
+    """'0x1af4' -> '1af4'; None stays None."""
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if value.startswith('0x'):
+        value = value[2:]
+    return value.zfill(width) if value else None
+
+
+def _int_or_none(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_device(fs, bus, address):
+    """One device's record.  Attributes the kernel does not expose are None."""
+    base = bus.device_dir(address)
+    rec = {'address': address, 'bus': bus.name}
+    for attr in _ID_ATTRS:
+        rec[attr] = _hex_id(fs.read_optional(base + '/' + attr), 4)
+    rec['class'] = _hex_id(fs.read_optional(base + '/class'), 6)
+    rec['modalias'] = fs.read_optional(base + '/modalias')
+    rec['driver'] = fs.link_name(base + '/driver')
+    rec['driver_module'] = fs.link_name(base + '/driver/module') if rec['driver'] else None
+    override = fs.read_optional(base + '/driver_override')
+    rec['driver_override'] = None if override in (None, '', '(null)') else override
+    group = fs.link_name(base + '/iommu_group')
+    rec['iommu_group'] = _int_or_none(group)
+    numa = _int_or_none(fs.read_optional(base + '/numa_node'))
+    rec['numa_node'] = numa
+    rec['sriov_totalvfs'] = _int_or_none(fs.read_optional(base + '/sriov_totalvfs'))
+    rec['sriov_numvfs'] = _int_or_none(fs.read_optional(base + '/sriov_numvfs'))
+    autoprobe = fs.read_optional(base + '/sriov_drivers_autoprobe')
+    rec['sriov_drivers_autoprobe'] = None if autoprobe is None else autoprobe == '1'
+    rec['physfn'] = fs.link_name(base + '/physfn')
+    rec['virtfns'] = sorted(
+        (fs.link_name(base + '/' + n) for n in fs.listdir(base) if n.startswith('virtfn')),
+        key=lambda a: a or '')
+    rec['net_interfaces'] = fs.listdir(base + '/net')
+    rec['vfio_dev'] = fs.listdir(base + '/vfio-dev')
+    rec['is_bridge'] = bool(rec['class'] and rec['class'][:4] in bus.bridge_classes)
+    return rec
+
+
+def scan(fs, bus):
+    """Every device of the bus, keyed by address."""
+    return dict((addr, read_device(fs, bus, addr)) for addr in fs.listdir(bus.devices_dir()))
+
+
+def iommu_groups(fs):
+    """{group number: [member addresses]} from /sys/kernel/iommu_groups."""
+    groups = {}
+    for name in fs.listdir('kernel/iommu_groups'):
+        num = _int_or_none(name)
+        if num is not None:
+            groups[num] = fs.listdir('kernel/iommu_groups/%s/devices' % name)
+    return groups
+
+
+def loaded_vfio_modules(fs):
+    return [m for m in fs.listdir('module') if 'vfio' in m]
+
+
+def module_driver(fs, bus, module):
+    """The driver name a loaded module registers on the bus (vfio_pci -> vfio-pci), or None."""
+    prefix = bus.module_driver_prefix()
+    for entry in fs.listdir('module/%s/drivers' % module):
+        if entry.startswith(prefix):
+            return entry[len(prefix):]
+    return None
+
+
+def is_vfio_driver(rec, vfio_modules):
+    """Whether the device's current driver is a VFIO driver.
+
+    Variant drivers (kernel 6.1+) give their devices a ``vfio-dev/`` directory;
+    otherwise the driver is known by name or by being a module that publishes
+    ``vfio_`` aliases for this device.
+    """
+    drv = rec.get('driver')
+    if not drv:
+        return False
+    if rec.get('vfio_dev') or drv in VFIO_CORE_DRIVERS:
+        return True
+    mod = rec.get('driver_module') or drv
+    return mod.replace('-', '_') in vfio_modules
+
+
+def member_ok(rec, vfio_modules):
+    """A group member that does not stop the group from being handed to a VM."""
+    return (rec is None or rec.get('is_bridge') or not rec.get('driver')
+            or rec.get('driver') in GROUP_SAFE_DRIVERS or is_vfio_driver(rec, vfio_modules))
+
+
+def gather(fs, bus, resolver):
+    """All the facts ``vfio_facts`` returns, as plain data."""
+    devices = scan(fs, bus)
+    vfio_modules = set(loaded_vfio_modules(fs))
+    for rec in devices.values():
+        if rec['modalias']:
+            module, ambiguous, cands = resolver.choose(bus.vfio_alias(rec['modalias']))
+        else:
+            module, ambiguous, cands = None, False, []
+        rec['vfio_module'] = module
+        rec['vfio_ambiguous'] = ambiguous
+        rec['vfio_candidates'] = cands
+        vfio_modules.update(c['module'] for c in cands)
+    for rec in devices.values():
+        rec['vfio_bound'] = is_vfio_driver(rec, vfio_modules)
+    groups = {}
+    for num, members in sorted(iommu_groups(fs).items()):
+        groups[str(num)] = {
+            'devices': members,
+            'viable': all(member_ok(devices.get(a), vfio_modules) for a in members),
+        }
+    return devices, groups
+
+
+def kernel_cmdline_flags(fs):
+    """The IOMMU/VFIO-related kernel command line arguments (None when absent)."""
+    cmdline = (fs.read_proc('cmdline') or '').split()
+    wanted = ('intel_iommu', 'amd_iommu', 'iommu', 'iommu.passthrough', 'iommu.strict',
+              'vfio-pci.ids', 'vfio_pci.ids', 'vfio.enable_unsafe_noiommu_mode', 'pci', 'pcie_acs_override')
+    flags = dict((k, None) for k in wanted)
+    for arg in cmdline:
+        key, sep, value = arg.partition('=')
+        if key in flags:
+            flags[key] = value if sep else True
+    return flags, ' '.join(cmdline)
+
+
+def iommu_facts(fs, groups):
+    flags, cmdline = kernel_cmdline_flags(fs)
+    iommus = fs.listdir('class/iommu')
+    noiommu = fs.read_optional('module/vfio/parameters/enable_unsafe_noiommu_mode')
+    return {
+        'enabled': bool(groups) or bool(iommus),
+        'group_count': len(groups),
+        'units': iommus,
+        'cmdline_flags': flags,
+        'cmdline': cmdline,
+        'noiommu_mode': None if noiommu is None else noiommu in ('Y', '1'),
+        'loaded_vfio_modules': loaded_vfio_modules(fs),
+    }
+
+
+def running_kernel_release(fs):
+    rel = fs.read_proc('sys/kernel/osrelease')
+    return rel.strip() if rel else os.uname()[2]

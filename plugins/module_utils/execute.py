@@ -1,0 +1,266 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Doing: carry out a plan (steps 5-8), verify each device, roll back on failure.
+
+Order of work: every module is loaded and checked first (no device is touched
+yet), then each device in turn: driver_override, unbind, bind, re-read the
+``driver`` link.  When a device does not end where the plan says, it and every
+device this call already changed are put back on their previous driver and
+override, and the failure names the device, the step and the kernel's words.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import fcntl
+import os
+import time
+
+from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
+from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import KernelError, WriteTimeout
+
+
+class StepFailed(Exception):
+    def __init__(self, address, step, detail, pending=False):
+        super(StepFailed, self).__init__('%s: %s failed: %s' % (address, step, detail))
+        self.address = address
+        self.step = step
+        self.detail = detail
+        # the kernel has not finished the write (a blocked unbind): the device cannot be rolled back now
+        self.pending = pending
+
+
+class LockTimeout(Exception):
+    pass
+
+
+class HostLock:
+    """Serializes runs on one host (flock on a root-owned file, never through a symlink)."""
+
+    def __init__(self, path, timeout):
+        self.path = path
+        self.timeout = timeout
+        self.fd = None
+
+    def __enter__(self):
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0)
+        self.fd = os.open(self.path, flags, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except (IOError, OSError) as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() >= deadline:
+                os.close(self.fd)
+                self.fd = None
+                raise LockTimeout('another vfio_bind run holds %s for more than %ss' % (self.path, self.timeout))
+            time.sleep(0.1)
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class Executor:
+    """Applies a plan through the KernelFS; ``run`` executes argv lists (no shell)."""
+
+    def __init__(self, fs, bus, run, timeout=10, modprobe_args=()):
+        self.fs = fs
+        self.bus = bus
+        self.run = run
+        self.timeout = timeout
+        self.modprobe_args = list(modprobe_args)
+        self.loaded = []
+        self.warnings = []
+
+    # -- step 5: modules -------------------------------------------------------
+    def load_module(self, module, use_blacklist=False):
+        """modprobe a module by name (never an alias) and confirm the kernel has it."""
+        if self.fs.isdir('module/' + module):
+            return
+        argv = ['modprobe'] + self.modprobe_args + (['-b'] if use_blacklist else []) + ['--', module]
+        rc, out, err = self.run(argv)
+        if rc != 0:
+            raise StepFailed('module ' + module, 'modprobe', '%s exited %d: %s' % (
+                ' '.join(argv), rc, (err or out or '').strip() or 'no output'))
+        if not self.fs.isdir('module/' + module):
+            raise StepFailed('module ' + module, 'modprobe', 'modprobe exited 0 but %s is not loaded (no %s): '
+                             'it is blacklisted or replaced by an install command in modprobe.d'
+                             % (module, self.fs.sys('module/' + module)))
+        self.loaded.append(module)
+
+    def prepare(self, plan):
+        """Load every module the plan needs and learn the real driver names."""
+        for module in plan['modules']:
+            self.load_module(module)
+            driver = devs.module_driver(self.fs, self.bus, module)
+            if not driver:
+                raise StepFailed('module ' + module, 'find driver', 'module %s is loaded but registers no %s driver '
+                                 '(nothing in %s); is it a VFIO driver?' % (
+                                     module, self.bus.name, self.fs.sys('module/%s/drivers' % module)))
+            for e in plan['devices']:
+                if e['module'] == module and e['action'] in ('bind', 'rebind'):
+                    e.update(driver=driver, driver_known=True, driver_after=driver, override_after=driver)
+        for e in plan['devices']:
+            if e['action'] == 'restore':
+                for module in e['host_modules']:
+                    try:
+                        self.load_module(module, use_blacklist=True)
+                    except StepFailed as exc:
+                        e['warnings'].append(str(exc))
+
+    # -- steps 6-8: one kernel operation each ---------------------------------
+    def _dev(self, address, attr):
+        return '%s/%s' % (self.bus.device_dir(address), attr)
+
+    def current(self, address):
+        drv = self.fs.link_name(self._dev(address, 'driver'))
+        override = self.fs.read_optional(self._dev(address, 'driver_override'))
+        return drv, (None if override in (None, '', '(null)') else override)
+
+    def set_override(self, address, driver):
+        # an unset override is cleared by writing a newline (an empty write is no syscall)
+        self.fs.write(self._dev(address, 'driver_override'), driver if driver else '\n')
+
+    def unbind(self, address, driver):
+        self.fs.write('%s/unbind' % self.bus.driver_dir(driver), address, timeout=self.timeout)
+
+    def bind(self, address, driver):
+        self.fs.write('%s/bind' % self.bus.driver_dir(driver), address, timeout=self.timeout)
+
+    def probe(self, address):
+        self.fs.write(self.bus.drivers_probe(), address, timeout=self.timeout)
+
+    def _step(self, address, step, func, *args):
+        try:
+            func(*args)
+        except WriteTimeout as e:
+            raise StepFailed(address, step, str(e), pending=True)
+        except KernelError as e:
+            raise StepFailed(address, step, str(e))
+
+    # -- per action ------------------------------------------------------------
+    def _to_vfio(self, e):
+        addr = e['address']
+        target = e['driver']
+        self._step(addr, 'set driver_override to %s' % target, self.set_override, addr, target)
+        drv, dummy = self.current(addr)
+        if drv and drv != target:
+            self._step(addr, 'unbind from %s' % drv, self.unbind, addr, drv)
+        drv, dummy = self.current(addr)
+        if drv != target:
+            # explicit bind reports the probe's errno; drivers_probe would hide it
+            self._step(addr, 'bind to %s' % target, self.bind, addr, target)
+        self._verify(addr, 'verify binding', target, target)
+
+    def _to_override(self, e):
+        self._step(e['address'], 'set driver_override to %s' % e['driver'], self.set_override,
+                   e['address'], e['driver'])
+        self._verify(e['address'], 'verify driver_override', e['driver'], e['driver'])
+
+    def _to_host(self, e):
+        addr = e['address']
+        self._step(addr, 'clear driver_override', self.set_override, addr, None)
+        drv, dummy = self.current(addr)
+        if drv:
+            self._step(addr, 'unbind from %s' % drv, self.unbind, addr, drv)
+        self._step(addr, 'probe host drivers', self.probe, addr)
+        drv, override = self.current(addr)
+        if override is not None:
+            raise StepFailed(addr, 'verify', 'driver_override still reads %s' % override)
+        if drv and drv == e['driver_before']:
+            raise StepFailed(addr, 'verify', 'still on VFIO driver %s after the re-probe' % drv)
+        if not drv:
+            note = ('no host driver bound it; kernel has none loaded that matches %s' % ', '.join(e['host_modules'])
+                    if e['host_modules'] else 'the kernel has no host driver for it')
+            e['warnings'].append('%s left unbound: %s' % (addr, note))
+
+    def _clear_override(self, e):
+        self._step(e['address'], 'clear driver_override', self.set_override, e['address'], None)
+        self._verify(e['address'], 'verify driver_override', e['driver_before'], None)
+
+    def _verify(self, address, step, driver, override):
+        drv, ovr = self.current(address)
+        if drv != driver or ovr != override:
+            raise StepFailed(address, step, 'expected driver %s and driver_override %s, found driver %s and '
+                             'driver_override %s' % (driver, override, drv, ovr))
+
+    ACTIONS = {'bind': '_to_vfio', 'rebind': '_to_vfio', 'override': '_to_override',
+               'restore': '_to_host', 'clear_override': '_clear_override'}
+
+    # -- rollback -------------------------------------------------------------
+    def rollback(self, e):
+        """Put a device back on its previous driver and override; return a problem or None."""
+        addr = e['address']
+        want_drv, want_ovr = e['driver_before'], e['override_before']
+        try:
+            drv, ovr = self.current(addr)
+            if ovr != want_ovr:
+                self.set_override(addr, want_ovr)
+            if drv != want_drv:
+                if drv:
+                    self.unbind(addr, drv)
+                if want_drv:
+                    try:
+                        self.bind(addr, want_drv)
+                    except KernelError:
+                        self.probe(addr)
+            drv, ovr = self.current(addr)
+        except KernelError as exc:
+            return 'rollback of %s failed: %s' % (addr, exc)
+        if (drv, ovr) != (want_drv, want_ovr):
+            return 'rollback of %s ended on driver %s / driver_override %s instead of %s / %s' % (
+                addr, drv, ovr, want_drv, want_ovr)
+        return None
+
+    # -- the whole plan ----------------------------------------------------------
+    def apply(self, plan):
+        """Apply; return (changed, failure or None).  Each entry gets its 'result'."""
+        try:
+            self.prepare(plan)
+        except StepFailed as exc:
+            return False, {'device': exc.address, 'step': exc.step, 'error': exc.detail, 'kernel_log': [],
+                           'pending': False, 'rolled_back': [], 'rollback_problems': []}
+        done = []
+        for e in plan['devices']:
+            method = self.ACTIONS.get(e['action'])
+            if method is None:
+                e['result'] = 'unchanged'
+                continue
+            cursor = self.fs.kernel_log_cursor()
+            try:
+                getattr(self, method)(e)
+            except StepFailed as exc:
+                log = self.fs.kernel_log_since(cursor, e['address'])
+                self.fs.close_cursor(cursor)
+                return True, self._fail(e, exc, log, done)
+            self.fs.close_cursor(cursor)
+            e['driver_after'], e['override_after'] = self.current(e['address'])
+            e['result'] = 'changed'
+            done.append(e)
+        return bool(done), None
+
+    def _fail(self, failed, exc, log, done):
+        problems = []
+        rolled = []
+        for e in [failed] + list(reversed(done)):
+            if e is failed and exc.pending:
+                problems.append('%s was not rolled back: a write is still pending in the kernel' % e['address'])
+                e['result'] = 'pending'
+            else:
+                problem = self.rollback(e)
+                e['result'] = 'rollback_failed' if problem else 'rolled_back'
+                if problem:
+                    problems.append(problem)
+                else:
+                    rolled.append(e['address'])
+            e['driver_after'], e['override_after'] = self.current(e['address'])
+        return {'device': exc.address, 'step': exc.step, 'error': exc.detail, 'kernel_log': log,
+                'pending': exc.pending, 'rolled_back': rolled, 'rollback_problems': problems}

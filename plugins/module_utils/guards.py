@@ -1,0 +1,200 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Is a device in use by the host?  Reasons to refuse taking it away (unless forced).
+
+Everything is read through the KernelFS object: network state from procfs and the
+``net/`` class of sysfs, block usage from mountinfo, swaps and ``holders/``,
+VFIO users from the open file descriptors of processes.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import socket
+import struct
+
+
+def _ipv4_from_hex(word):
+    """/proc/net/route stores addresses as host-order hex words."""
+    return socket.inet_ntoa(struct.pack('=I', int(word, 16)))
+
+
+def _ipv4_int(addr):
+    return struct.unpack('!I', socket.inet_aton(addr))[0]
+
+
+class HostUsage:
+    """What the host is using, read once per run and queried per device."""
+
+    def __init__(self, fs, ssh_connection=None):
+        self.fs = fs
+        self.ssh_connection = ssh_connection
+        self._net = None
+        self._block = None
+        self._vfio_users = None
+
+    # -- network -------------------------------------------------------------
+    def _read_net(self):
+        routes = []  # (iface, dest int, mask int, is default)
+        for line in (self.fs.read_proc('net/route') or '').split('\n')[1:]:
+            cols = line.split()
+            if len(cols) < 8:
+                continue
+            try:
+                dest = _ipv4_int(_ipv4_from_hex(cols[1]))
+                mask = _ipv4_int(_ipv4_from_hex(cols[7]))
+            except (ValueError, OSError, struct.error):
+                continue
+            routes.append((cols[0], dest, mask, dest == 0 and mask == 0))
+        v6 = []  # (iface, address hex, scope)
+        for line in (self.fs.read_proc('net/if_inet6') or '').split('\n'):
+            cols = line.split()
+            if len(cols) >= 6:
+                v6.append((cols[5], cols[0].lower(), int(cols[3], 16)))
+        v6_default = set()
+        for line in (self.fs.read_proc('net/ipv6_route') or '').split('\n'):
+            cols = line.split()
+            if len(cols) >= 10 and cols[0] == '0' * 32 and cols[1] == '00' and cols[9] != 'lo':
+                v6_default.add(cols[9])
+        self._net = (routes, v6, v6_default)
+        return self._net
+
+    def _ssh_iface(self):
+        """The interface the SSH connection Ansible arrived on reaches us through."""
+        if not self.ssh_connection:
+            return None
+        parts = self.ssh_connection.split()
+        if len(parts) < 3:
+            return None
+        server = parts[2]
+        routes, v6, dummy = self._net or self._read_net()
+        if ':' in server and not server.startswith('::ffff:'):
+            try:
+                packed = socket.inet_pton(socket.AF_INET6, server.split('%')[0])
+            except (OSError, ValueError):
+                return None
+            want = packed.hex() if hasattr(packed, 'hex') else ''.join('%02x' % b for b in packed)
+            for iface, addr, dummy_scope in v6:
+                if addr == want:
+                    return iface
+            return None
+        server = server.replace('::ffff:', '')
+        try:
+            ip = _ipv4_int(server)
+        except (OSError, ValueError):
+            return None
+        best = None
+        for iface, dest, mask, dummy_default in routes:
+            if ip & mask == dest and (best is None or mask > best[1]):
+                best = (iface, mask)
+        return best[0] if best else None
+
+    def _uppers(self, iface, seen=None):
+        """The interface and every bond, bridge, VLAN or macvlan stacked on it."""
+        seen = seen if seen is not None else []
+        if iface in seen:
+            return seen
+        seen.append(iface)
+        base = 'class/net/%s' % iface
+        uppers = [n[len('upper_'):] for n in self.fs.listdir(base) if n.startswith('upper_')]
+        master = self.fs.link_name(base + '/master')
+        if master:
+            uppers.append(master)
+        for up in uppers:
+            self._uppers(up, seen)
+        return seen
+
+    def nic_reasons(self, ifaces):
+        if not ifaces:
+            return []
+        routes, v6, v6_default = self._net or self._read_net()
+        ssh_iface = self._ssh_iface()
+        reasons = []
+        for iface in ifaces:
+            for dev in self._uppers(iface):
+                via = '' if dev == iface else ' (stacked on %s)' % iface
+                if any(r[0] == dev and r[3] for r in routes) or dev in v6_default:
+                    reasons.append('network interface %s%s carries the default route' % (dev, via))
+                if dev == ssh_iface:
+                    reasons.append('network interface %s%s carries the SSH connection Ansible uses' % (dev, via))
+                if any(r[0] == dev and not r[3] for r in routes):
+                    reasons.append('network interface %s%s has an IPv4 address (it has routes)' % (dev, via))
+                # scope 0x20 is link-local: every up interface has one; not "configured"
+                if any(a[0] == dev and a[2] not in (0x10, 0x20) for a in v6):
+                    reasons.append('network interface %s%s has an IPv6 address' % (dev, via))
+        return _unique(reasons)
+
+    # -- block ---------------------------------------------------------------
+    def _read_block(self):
+        mounts = {}
+        for line in (self.fs.read_proc('self/mountinfo') or '').split('\n'):
+            cols = line.split()
+            if len(cols) >= 5:
+                mounts.setdefault(cols[2], cols[4])
+        swaps = set()
+        for line in (self.fs.read_proc('swaps') or '').split('\n')[1:]:
+            cols = line.split()
+            if cols:
+                swaps.add(os.path.basename(cols[0]))
+        blocks = []
+        for name in self.fs.listdir('class/block'):
+            blocks.append((name, self.fs.realpath('class/block/' + name)))
+        self._block = (mounts, swaps, blocks)
+        return self._block
+
+    def block_reasons(self, device_rel):
+        """Mounted filesystems, swap, and LVM/md/dm holders of the device's disks."""
+        mounts, swaps, blocks = self._block or self._read_block()
+        root = self.fs.realpath(device_rel).rstrip('/') + '/'
+        reasons = []
+        for name, real in blocks:
+            if not real.startswith(root):
+                continue
+            majmin = self.fs.read_optional('class/block/%s/dev' % name)
+            if majmin and majmin in mounts:
+                reasons.append('block device %s is mounted on %s' % (name, mounts[majmin]))
+            if name in swaps:
+                reasons.append('block device %s is in use as swap' % name)
+            holders = self.fs.listdir('class/block/%s/holders' % name)
+            if holders:
+                reasons.append('block device %s is held by %s (LVM, md or device-mapper)'
+                               % (name, ', '.join(holders)))
+        return reasons
+
+    # -- VFIO users ----------------------------------------------------------
+    def _read_vfio_users(self):
+        users = {}  # '/dev/vfio/N' or '/dev/vfio/devices/vfioX' -> [(pid, comm)]
+        for pid in self.fs.listdir_proc(''):
+            if not pid.isdigit():
+                continue
+            for fd in self.fs.listdir_proc('%s/fd' % pid):
+                target = self.fs.readlink_proc('%s/fd/%s' % (pid, fd))
+                if target and target.startswith('/dev/vfio/') and target != '/dev/vfio/vfio':
+                    comm = (self.fs.read_proc('%s/comm' % pid) or '?').strip()
+                    users.setdefault(target, []).append((int(pid), comm))
+        self._vfio_users = users
+        return users
+
+    def vfio_reasons(self, rec):
+        users = self._vfio_users if self._vfio_users is not None else self._read_vfio_users()
+        paths = []
+        if rec.get('iommu_group') is not None:
+            paths.append('/dev/vfio/%s' % rec['iommu_group'])
+            paths.append('/dev/vfio/noiommu-%s' % rec['iommu_group'])
+        paths.extend('/dev/vfio/devices/%s' % d for d in rec.get('vfio_dev') or ())
+        reasons = []
+        for path in paths:
+            for pid, comm in users.get(path, ()):
+                reasons.append('%s is open by pid %d (%s), a VM or another VFIO user' % (path, pid, comm))
+        return _unique(reasons)
+
+
+def _unique(items):
+    out = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out

@@ -1,0 +1,305 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one access object for the kernel's files (sysfs, procfs, /dev/kmsg).
+
+Every read and write of the collection goes through :class:`KernelFS`, rooted at
+``sysfs_path`` and ``procfs_path``, so tests can point it at a fake tree or replace it
+with a fake kernel.  Nothing else in the collection builds an absolute path.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import os
+import re
+import select
+import time
+
+# A PCI address as the kernel names it: domain:bus:slot.function.
+PCI_ADDRESS_RE = re.compile(r'^(?:([0-9a-fA-F]{4,8}):)?([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$')
+# Module and driver names: what the kernel and kmod accept, and nothing that can
+# escape a sysfs directory (no '/', no '..', no whitespace or control characters).
+NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,62}$')
+
+
+class KernelError(Exception):
+    """A kernel file operation failed; carries the path and the errno."""
+
+    def __init__(self, message, path=None, err=None):
+        super(KernelError, self).__init__(message)
+        self.path = path
+        self.errno = err
+
+
+class WriteTimeout(KernelError):
+    """A sysfs write did not return within its bound (it may still complete later)."""
+
+    def __init__(self, path, timeout, pid):
+        super(WriteTimeout, self).__init__(
+            'write to %s still blocked after %ss (the kernel is waiting, most likely for a '
+            'process that holds the device; writer pid %s is left to finish)' % (path, timeout, pid),
+            path=path, err=errno.ETIMEDOUT)
+        self.pid = pid
+
+
+class Bus:
+    """What differs between buses for the VFIO algorithm.
+
+    PCI is what the collection drives today; platform devices also expose
+    ``modalias`` and ``driver_override`` and their VFIO drivers publish
+    ``vfio_platform:`` aliases, so the bus is a parameter, not a constant.
+    """
+
+    def __init__(self, name, address_re, bridge_classes=()):
+        self.name = name
+        self.address_re = address_re
+        self.bridge_classes = tuple(bridge_classes)
+
+    def devices_dir(self):
+        return 'bus/%s/devices' % self.name
+
+    def device_dir(self, address):
+        return 'bus/%s/devices/%s' % (self.name, address)
+
+    def drivers_dir(self):
+        return 'bus/%s/drivers' % self.name
+
+    def driver_dir(self, driver):
+        return 'bus/%s/drivers/%s' % (self.name, driver)
+
+    def drivers_probe(self):
+        return 'bus/%s/drivers_probe' % self.name
+
+    def vfio_alias(self, modalias):
+        """Step 3 of the algorithm: the alias a VFIO driver for this device publishes."""
+        return 'vfio_' + modalias
+
+    def module_driver_prefix(self):
+        """/sys/module/<module>/drivers/<bus>:<driver> names the driver a module registers."""
+        return self.name + ':'
+
+    def normalize_address(self, address):
+        """Return the canonical address, or None when it is not one of this bus."""
+        if self.name != 'pci':
+            return address if NAME_RE.match(address or '') else None
+        m = PCI_ADDRESS_RE.match(address or '')
+        if not m:
+            return None
+        domain = (m.group(1) or '0000').lower()
+        return '%s:%s:%s.%s' % (domain.zfill(4), m.group(2).lower(), m.group(3).lower(), m.group(4))
+
+
+PCI = Bus('pci', PCI_ADDRESS_RE, bridge_classes=('0604', '0609'))
+PLATFORM = Bus('platform', NAME_RE)
+BUSES = {'pci': PCI, 'platform': PLATFORM}
+
+
+class KernelFS:
+    """Reads and writes the kernel's files under a sysfs root and a procfs root."""
+
+    def __init__(self, sysfs_path='/sys', procfs_path='/proc', kmsg_path='/dev/kmsg'):
+        self.sysfs_path = sysfs_path
+        self.procfs_path = procfs_path
+        self.kmsg_path = kmsg_path
+        self.writes = 0
+
+    # -- paths -------------------------------------------------------------
+    def sys(self, rel):
+        return os.path.join(self.sysfs_path, rel)
+
+    def proc(self, rel):
+        return os.path.join(self.procfs_path, rel)
+
+    # -- reads -------------------------------------------------------------
+    @staticmethod
+    def _read(path):
+        try:
+            with open(path, 'rb') as f:
+                return f.read().decode('utf-8', 'replace')
+        except (IOError, OSError) as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENODEV, errno.ENXIO):
+                return None
+            raise KernelError('cannot read %s: %s' % (path, os.strerror(e.errno or 0)), path, e.errno)
+
+    def read(self, rel):
+        """Text of a sysfs attribute, stripped; None when the kernel does not expose it."""
+        text = self._read(self.sys(rel))
+        return None if text is None else text.strip()
+
+    def read_optional(self, rel):
+        """Like read(), but an unreadable attribute is None too (facts never crash)."""
+        try:
+            return self.read(rel)
+        except KernelError:
+            return None
+
+    def read_proc(self, rel):
+        """Raw text of a procfs file, or None."""
+        try:
+            return self._read(self.proc(rel))
+        except KernelError:
+            return None
+
+    def link_name(self, rel):
+        """Basename of a sysfs symlink's target (e.g. the bound driver), or None."""
+        try:
+            return os.path.basename(os.readlink(self.sys(rel)))
+        except OSError:
+            return None
+
+    def realpath(self, rel):
+        return os.path.realpath(self.sys(rel))
+
+    def exists(self, rel):
+        return os.path.lexists(self.sys(rel))
+
+    def isdir(self, rel):
+        return os.path.isdir(self.sys(rel))
+
+    def listdir(self, rel):
+        try:
+            return sorted(os.listdir(self.sys(rel)))
+        except OSError:
+            return []
+
+    def listdir_proc(self, rel):
+        try:
+            return os.listdir(self.proc(rel))
+        except OSError:
+            return []
+
+    def readlink_proc(self, rel):
+        try:
+            return os.readlink(self.proc(rel))
+        except OSError:
+            return None
+
+    # -- writes ------------------------------------------------------------
+    def write(self, rel, value, timeout=None):
+        """Write value to a sysfs attribute; raise KernelError with the errno on failure.
+
+        With a timeout the write runs in a forked child: a sysfs write such as
+        ``unbind`` can block in the kernel (uninterruptibly) while a VM holds the
+        device, and a blocked thread of our own would keep Ansible's pipes open.
+        """
+        path = self.sys(rel)
+        data = value.encode('utf-8') if not isinstance(value, bytes) else value
+        self.writes += 1
+        if timeout is None:
+            try:
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise KernelError('write of %r to %s failed: %s' % (value, path, os.strerror(e.errno or 0)),
+                                  path, e.errno)
+            return
+        err = bounded_write(path, data, timeout)
+        if err:
+            raise KernelError('write of %r to %s failed: %s' % (value, path, os.strerror(err)), path, err)
+
+    # -- kernel log ----------------------------------------------------------
+    def kernel_log_cursor(self):
+        """An opaque position in the kernel log, to read what a step printed."""
+        try:
+            fd = os.open(self.kmsg_path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            os.lseek(fd, 0, os.SEEK_END)
+        except OSError:
+            os.close(fd)
+            return None
+        return fd
+
+    def kernel_log_since(self, cursor, needle=None):
+        """Kernel messages printed since the cursor (those naming needle when given)."""
+        if cursor is None:
+            return []
+        lines = []
+        while True:
+            try:
+                rec = os.read(cursor, 8192)
+            except OSError as e:
+                if e.errno == errno.EPIPE:  # records overwritten while we read: skip on
+                    continue
+                break
+            if not rec:
+                break
+            text = rec.decode('utf-8', 'replace').split('\n', 1)[0]
+            msg = text.split(';', 1)[-1]
+            if needle is None or needle in msg:
+                lines.append(msg)
+        return lines[-10:]
+
+    def close_cursor(self, cursor):
+        if cursor is not None:
+            try:
+                os.close(cursor)
+            except OSError:
+                pass
+
+
+def _close_inherited_fds(keep):
+    try:
+        fds = [int(x) for x in os.listdir('/proc/self/fd')]
+    except (OSError, ValueError):
+        fds = list(range(3, 1024))
+    for fd in fds:
+        if fd > 2 and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def bounded_write(path, data, timeout):
+    """Write data to path in a child process; return its errno (0 on success).
+
+    Raise WriteTimeout when the write has not returned within timeout seconds.
+    The child closes every inherited descriptor first, so a child stuck in the
+    kernel holds neither Ansible's pipes nor our lock.
+    """
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for std in (0, 1, 2):
+                os.dup2(devnull, std)
+            _close_inherited_fds(wfd)
+            try:
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                code = e.errno or errno.EIO
+            os.write(wfd, str(code).encode('ascii'))
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WriteTimeout(path, timeout, pid)
+            ready = select.select([rfd], [], [], left)[0]
+            if ready:
+                break
+        out = os.read(rfd, 32)
+    finally:
+        os.close(rfd)
+    os.waitpid(pid, 0)
+    try:
+        return int(out.decode('ascii') or errno.EIO)
+    except ValueError:
+        return errno.EIO

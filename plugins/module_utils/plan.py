@@ -1,0 +1,421 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Deciding, without writing: which devices, which driver, which action, and why.
+
+The plan is plain data.  Check mode and diff mode show it as it is; the executor
+(execute.py) carries it out.  Every invalid request and every refused device is
+collected into ``errors`` so that the task fails before the first write, naming
+all the problems at once.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import re
+
+from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
+from ansible_collections.hypervisor.vfio.plugins.module_utils.aliases import normalize_module
+
+STATES = ('vfio', 'host')
+GROUP_POLICIES = ('strict', 'all', 'ignore')
+MAX_ITEMS = 4096
+# Module and driver names: nothing that could leave a sysfs directory or split a line.
+DRIVER_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$')
+_HEX_RE = re.compile(r'^(?:0x)?([0-9a-fA-F]{1,6})$')
+SELECTOR_KEYS = ('address', 'vendor', 'device', 'subsystem_vendor', 'subsystem_device', 'class',
+                 'physfn', 'iommu_group', 'current_driver')
+ITEM_KEYS = SELECTOR_KEYS + ('state', 'driver', 'optional')
+# Actions that write to the device.
+WRITING_ACTIONS = ('bind', 'rebind', 'override', 'restore', 'clear_override')
+# Drivers named differently from their module, for the plan before the module is loaded;
+# the executor always reads the real name from /sys/module/<module>/drivers/.
+KNOWN_DRIVER_NAMES = {'vfio_pci': 'vfio-pci', 'vfio_platform': 'vfio-platform'}
+
+
+class RequestError(ValueError):
+    """The request is invalid; raised before anything is read or written."""
+
+
+class Item:
+    """One entry of ``devices``: a selector with its own state and driver pin."""
+
+    def __init__(self, index, selector, state, driver, optional):
+        self.index = index
+        self.selector = selector
+        self.state = state
+        self.driver = driver
+        self.optional = optional
+
+    @property
+    def label(self):
+        if list(self.selector) == ['address']:
+            return 'devices[%d] (%s)' % (self.index, self.selector['address'])
+        return 'devices[%d] %s' % (self.index, ', '.join(
+            '%s=%s' % (k, self.selector[k]) for k in SELECTOR_KEYS if k in self.selector))
+
+
+def _hex(value, width, what):
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise RequestError('%s must be a hexadecimal id, got %r' % (what, value))
+    # An unquoted YAML id such as 8086 arrives as an int: its digits are the id.
+    m = _HEX_RE.match(str(value))
+    if not m or len(m.group(1)) > width:
+        raise RequestError('%s must be a hexadecimal id of at most %d digits, got %r (quote ids in YAML)'
+                           % (what, width, value))
+    return m.group(1).lower()
+
+
+def check_driver_name(name, what):
+    if not isinstance(name, str) or not DRIVER_NAME_RE.match(name):
+        raise RequestError('%s must be a kernel module or driver name (letters, digits, "_" and "-"; '
+                           'no "/", "..", spaces or control characters), got %r' % (what, name))
+    return name
+
+
+def parse_request(params, bus):
+    """Validate the module's parameters into Items; raise RequestError on the first problem."""
+    state = params.get('state') or 'vfio'
+    if state not in STATES:
+        raise RequestError('state must be one of %s, got %r' % (', '.join(STATES), state))
+    if params.get('iommu_group', 'strict') not in GROUP_POLICIES:
+        raise RequestError('iommu_group must be one of %s, got %r'
+                           % (', '.join(GROUP_POLICIES), params.get('iommu_group')))
+    driver = params.get('driver')
+    if driver is not None:
+        check_driver_name(driver, 'driver')
+        if state == 'host':
+            raise RequestError('driver pins a VFIO driver and is meaningless with state=host')
+    timeout = params.get('timeout', 10)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
+        raise RequestError('timeout must be a number of seconds between 1 and 3600, got %r' % (timeout,))
+    raw = params.get('devices')
+    if not isinstance(raw, list):
+        raise RequestError('devices must be a list of PCI addresses or selector dicts')
+    if len(raw) > MAX_ITEMS:
+        raise RequestError('devices has %d entries; at most %d are accepted in one call' % (len(raw), MAX_ITEMS))
+    return [_parse_item(i, entry, state, driver, bus) for i, entry in enumerate(raw)]
+
+
+def _parse_item(index, entry, state, driver, bus):
+    where = 'devices[%d]' % index
+    if isinstance(entry, str):
+        entry = {'address': entry}
+    if not isinstance(entry, dict):
+        raise RequestError('%s must be a PCI address string or a selector dict, got %s %r'
+                           % (where, type(entry).__name__, entry))
+    unknown = sorted(set(entry) - set(ITEM_KEYS))
+    if unknown:
+        raise RequestError('%s has unknown keys %s; known keys: %s' % (where, ', '.join(unknown), ', '.join(ITEM_KEYS)))
+    selector = {}
+    for key in SELECTOR_KEYS:
+        value = entry.get(key)
+        if value is None:
+            continue
+        if key in ('address', 'physfn'):
+            addr = bus.normalize_address(value) if isinstance(value, str) else None
+            if addr is None:
+                raise RequestError('%s: %s %r is not a %s address (expected like 0000:01:00.0 or 01:00.0)'
+                                   % (where, key, value, bus.name))
+            selector[key] = addr
+        elif key in ('vendor', 'device', 'subsystem_vendor', 'subsystem_device'):
+            selector[key] = _hex(value, 4, '%s: %s' % (where, key)).zfill(4)
+        elif key == 'class':
+            selector[key] = _hex(value, 6, '%s: class' % where)
+        elif key == 'iommu_group':
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise RequestError('%s: iommu_group must be a non-negative integer, got %r' % (where, value))
+            selector[key] = value
+        else:
+            selector[key] = check_driver_name(value, '%s: current_driver' % where)
+    if not selector:
+        raise RequestError('%s selects nothing: give an address or at least one of %s'
+                           % (where, ', '.join(SELECTOR_KEYS[1:])))
+    item_state = entry.get('state') or state
+    if item_state not in STATES:
+        raise RequestError('%s: state must be one of %s, got %r' % (where, ', '.join(STATES), item_state))
+    item_driver = entry.get('driver', driver)
+    if entry.get('driver') is not None:
+        check_driver_name(item_driver, '%s: driver' % where)
+    if item_state == 'host':
+        if entry.get('driver') is not None:
+            raise RequestError('%s: driver pins a VFIO driver and is meaningless with state=host' % where)
+        item_driver = None
+    optional = entry.get('optional', False)
+    if not isinstance(optional, bool):
+        raise RequestError('%s: optional must be a boolean, got %r' % (where, optional))
+    return Item(index, selector, item_state, item_driver, optional)
+
+
+def _selects(selector, rec):
+    for key, want in selector.items():
+        if key == 'class':
+            if not (rec.get('class') or '').startswith(want):
+                return False
+        elif key == 'current_driver':
+            if rec.get('driver') != want:
+                return False
+        elif key == 'address':
+            if rec['address'] != want:
+                return False
+        elif rec.get(key) != want:
+            return False
+    return True
+
+
+class Planner:
+    """Turns a request into a plan against a snapshot of the host (no writes)."""
+
+    def __init__(self, host, bus, usage, group_policy='strict', force=False):
+        self.fs = host.fs
+        self.resolver = host.resolver
+        self.kernel_release = host.kernel_release
+        self.bus = bus
+        self.usage = usage
+        self.group_policy = group_policy
+        self.force = force
+        self.devices = devs.scan(self.fs, bus)
+        self.groups = devs.iommu_groups(self.fs)
+        self.vfio_modules = set(devs.loaded_vfio_modules(self.fs))
+        self.errors = []
+
+    # -- targets -------------------------------------------------------------
+    def targets(self, items):
+        """{address: item} for every device the items select; errors for the rest."""
+        chosen = {}
+        for item in items:
+            sel = item.selector
+            if 'address' in sel and sel['address'] not in self.devices:
+                self.errors.append('%s: no device %s on this host (nothing at %s/%s)' % (
+                    item.label, sel['address'], self.fs.sys(self.bus.devices_dir()), sel['address']))
+                continue
+            if 'physfn' in sel and sel['physfn'] not in self.devices:
+                self.errors.append('%s: physical function %s does not exist' % (item.label, sel['physfn']))
+                continue
+            found = [a for a in sorted(self.devices) if _selects(sel, self.devices[a])]
+            if not found and not item.optional:
+                self.errors.append('%s matches no device; add optional: true if that is expected' % item.label)
+            for addr in found:
+                prev = chosen.get(addr)
+                if prev is not None and (prev.state, prev.driver) != (item.state, item.driver):
+                    self.errors.append('%s is selected twice with different intents: %s (state=%s, driver=%s) '
+                                       'and %s (state=%s, driver=%s)' % (
+                                           addr, prev.label, prev.state, prev.driver,
+                                           item.label, item.state, item.driver))
+                    continue
+                chosen.setdefault(addr, item)
+        return chosen
+
+    # -- per device ----------------------------------------------------------
+    def _module_for(self, rec, pin):
+        """(module, candidates, ambiguous, warnings) or an error string."""
+        cands = []
+        ambiguous = False
+        warnings = []
+        if rec['modalias']:
+            best, ambiguous, cands = self.resolver.choose(self.bus.vfio_alias(rec['modalias']))
+            self.vfio_modules.update(c['module'] for c in cands)
+        else:
+            best = None
+        if pin:
+            module = normalize_module(pin)
+            if not self._available(module):
+                drv_module = self.fs.link_name('%s/module' % self.bus.driver_dir(pin))
+                if drv_module:
+                    module = drv_module
+                else:
+                    return 'driver %r is not a module of kernel %s (not in modules.dep, modules.builtin, ' \
+                           'nor loaded) and no loaded driver has that name' % (pin, self.kernel_release)
+            disabled = self.resolver.config.disabled_by(module)
+            if disabled:
+                return 'pinned module %s is %s; remove that line or pin another driver' % (module, disabled)
+            self.vfio_modules.add(module)
+            return module, cands, False, warnings
+        if not rec['modalias']:
+            return 'the kernel exposes no modalias for it, so no VFIO driver can be chosen; pin one with driver:'
+        if best is None:
+            skipped = [c['module'] for c in cands if c['blacklisted']]
+            why = (' (candidates %s are blacklisted in modprobe.d)' % ', '.join(skipped)) if skipped else ''
+            return 'no VFIO driver of kernel %s matches %s%s; load/install vfio-pci or pin a driver' % (
+                self.kernel_release, self.bus.vfio_alias(rec['modalias']), why)
+        if not self._available(best):
+            return 'best VFIO driver %s (from %s) is not installed for kernel %s; run depmod or pin a driver' % (
+                best, cands[0]['location'], self.kernel_release)
+        for c in cands:
+            if c['blacklisted']:
+                warnings.append('skipped VFIO driver %s: %s' % (c['module'], self.resolver.config.disabled_by(c['module'])))
+        if ambiguous:
+            rivals = [c['module'] for c in cands if c['wildcards'] == cands[0]['wildcards']]
+            warnings.append('ambiguous VFIO variants %s tie with %d wildcards; %s wins by file order '
+                            '(pin driver: to choose)' % (', '.join(_unique(rivals)), cands[0]['wildcards'], best))
+        return best, cands, ambiguous, warnings
+
+    def _available(self, module):
+        return bool(self.resolver.availability(module)) or self.fs.isdir('module/' + module)
+
+    def driver_name(self, module):
+        """(driver name, known): read from /sys/module when loaded, else predicted."""
+        name = devs.module_driver(self.fs, self.bus, module)
+        if name:
+            return name, True
+        return KNOWN_DRIVER_NAMES.get(module, module), False
+
+    def _on_module(self, rec, module, driver):
+        if not rec['driver']:
+            return False
+        return rec['driver'] == driver or normalize_module(rec.get('driver_module') or '') == module
+
+    def plan_vfio(self, addr, item, via=None):
+        rec = self.devices[addr]
+        entry = self._entry(rec, 'vfio', via or item.label)
+        if rec['is_bridge']:
+            self.errors.append('%s: %s is a PCI bridge (class %s); bridges are never handed to VFIO'
+                               % (entry['item'], addr, rec['class']))
+            return entry
+        got = self._module_for(rec, item.driver)
+        if isinstance(got, str):
+            self.errors.append('%s: %s: %s' % (entry['item'], addr, got))
+            return entry
+        module, cands, ambiguous, warnings = got
+        driver, known = self.driver_name(module)
+        entry.update(module=module, driver=driver, driver_known=known, candidates=cands,
+                     ambiguous=ambiguous, warnings=warnings)
+        if self._on_module(rec, module, driver):
+            driver = rec['driver']  # the bound driver is the module's driver: its real name
+            entry.update(driver=driver, driver_known=True)
+            if rec['driver_override'] == driver:
+                entry.update(action='none', reason='already bound to %s with driver_override set' % driver)
+            else:
+                entry.update(action='override', reason='bound to %s; driver_override %s is set so the binding '
+                             'survives a re-probe (the device is not unbound)' % (driver, driver))
+        elif not rec['driver']:
+            entry.update(action='bind', reason='unbound; binding to %s' % driver)
+        else:
+            entry.update(action='rebind', reason='moving from %s to %s' % (rec['driver'], driver))
+            self._guard(entry, rec, leaving_vfio=devs.is_vfio_driver(rec, self.vfio_modules))
+        entry.update(driver_after=driver, override_after=driver)
+        return entry
+
+    def plan_host(self, addr, item):
+        rec = self.devices[addr]
+        entry = self._entry(rec, 'host', item.label)
+        host_mods = []
+        if rec['modalias']:
+            host_mods = _unique(a.module for a in self.resolver.matches(rec['modalias'])
+                                if not self.resolver.config.disabled_by(a.module))
+        entry['host_modules'] = host_mods
+        on_vfio = devs.is_vfio_driver(rec, self.vfio_modules)
+        entry['override_after'] = None
+        if rec['driver'] and not on_vfio:
+            if rec['driver_override'] is None:
+                entry.update(action='none', reason='on host driver %s' % rec['driver'])
+            else:
+                entry.update(action='clear_override', reason='on host driver %s; clearing driver_override %s'
+                             % (rec['driver'], rec['driver_override']))
+            entry['driver_after'] = rec['driver']
+            return entry
+        if not rec['driver'] and not host_mods:
+            if rec['driver_override'] is None:
+                entry.update(action='none', reason='unbound, and kernel %s has no host driver for %s'
+                             % (self.kernel_release, rec['modalias']))
+            else:
+                entry.update(action='clear_override', reason='unbound; clearing driver_override %s (kernel %s '
+                             'has no host driver for it)' % (rec['driver_override'], self.kernel_release))
+            return entry
+        entry['driver_after'] = host_mods[0] if host_mods else None
+        entry.update(action='restore', reason='%s; giving it back to the host (%s)' % (
+            'on VFIO driver %s' % rec['driver'] if rec['driver'] else 'unbound',
+            ', '.join(host_mods) or 'no host driver known'))
+        if rec['driver']:
+            self._guard(entry, rec, leaving_vfio=True)
+        return entry
+
+    def _entry(self, rec, state, label):
+        return {
+            'address': rec['address'], 'state': state, 'item': label, 'action': 'none', 'reason': '',
+            'module': None, 'driver': None, 'driver_known': True, 'candidates': [], 'ambiguous': False,
+            'iommu_group': rec['iommu_group'], 'vendor': rec['vendor'], 'device': rec['device'],
+            'driver_before': rec['driver'], 'override_before': rec['driver_override'],
+            'driver_after': rec['driver'], 'override_after': rec['driver_override'],
+            'host_modules': [], 'guards': [], 'forced': False, 'warnings': [],
+        }
+
+    def _guard(self, entry, rec, leaving_vfio):
+        """Refuse to take a device the host is using (unless force)."""
+        reasons = list(self.usage.nic_reasons(rec['net_interfaces']))
+        reasons += self.usage.block_reasons(self.bus.device_dir(rec['address']))
+        if leaving_vfio:
+            reasons += self.usage.vfio_reasons(rec)
+        entry['guards'] = reasons
+        if reasons and self.force:
+            entry['forced'] = True
+            entry['warnings'].append('force: proceeding although ' + '; '.join(reasons))
+        elif reasons:
+            self.errors.append('%s: refusing to unbind %s from %s: %s. Use force: true only if you are sure '
+                               '(for example from a console, not over this connection)' % (
+                                   entry['item'], rec['address'], rec['driver'], '; '.join(reasons)))
+
+    # -- groups --------------------------------------------------------------
+    def _group_check(self, entries, items_by_addr):
+        targets = dict((e['address'], e) for e in entries if e['state'] == 'vfio')
+        extra = []
+        for num in sorted(set(e['iommu_group'] for e in targets.values() if e['iommu_group'] is not None)):
+            others = [a for a in self.groups.get(num, []) if a not in targets]
+            # a member this call gives back to the host blocks the group as much as one on a host driver
+            blocking = [a for a in others
+                        if not devs.member_ok(self.devices.get(a), self.vfio_modules)
+                        or (a in items_by_addr and not self.devices[a]['is_bridge'])]
+            if not blocking:
+                continue
+            members = ', '.join('%s (%s)' % (a, (self.devices.get(a) or {}).get('driver')) for a in blocking)
+            mine = ', '.join(sorted(a for a in targets if targets[a]['iommu_group'] == num))
+            if self.group_policy == 'strict':
+                self.errors.append('IOMMU group %s of %s is not viable: %s stay on host drivers. Bind them too '
+                                   '(iommu_group: all, or list them), or iommu_group: ignore to proceed anyway'
+                                   % (num, mine, members))
+            elif self.group_policy == 'all':
+                for a in blocking:
+                    if a in items_by_addr:
+                        self.errors.append('IOMMU group %s: %s is given back to the host by %s while %s is bound '
+                                           'to VFIO with iommu_group: all' % (num, a, items_by_addr[a].label, mine))
+                    else:
+                        extra.append((a, 'IOMMU group %s of %s' % (num, mine)))
+            else:
+                for e in targets.values():
+                    if e['iommu_group'] == num:
+                        e['warnings'].append('IOMMU group %s stays non-viable: %s' % (num, members))
+        return extra
+
+    def plan(self, items):
+        chosen = self.targets(items)
+        entries = []
+        for addr in sorted(chosen):
+            item = chosen[addr]
+            entries.append(self.plan_vfio(addr, item) if item.state == 'vfio' else self.plan_host(addr, item))
+        for addr, via in self._group_check(entries, chosen):
+            entries.append(self.plan_vfio(addr, Item(-1, {'address': addr}, 'vfio', None, False), via=via))
+        modules = _unique(e['module'] for e in entries if e['action'] in ('bind', 'rebind') and e['module'])
+        return {
+            'devices': entries,
+            'modules': modules,
+            'errors': list(self.errors),
+            'changed': any(e['action'] in WRITING_ACTIONS for e in entries),
+        }
+
+
+def diff_of(plan):
+    before = {}
+    after = {}
+    for e in plan['devices']:
+        before[e['address']] = {'driver': e['driver_before'], 'driver_override': e['override_before']}
+        after[e['address']] = {'driver': e['driver_after'], 'driver_override': e['override_after']}
+    return {'before': before, 'after': after}
+
+
+def _unique(items):
+    out = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out

@@ -1,0 +1,293 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: vfio_bind
+short_description: Bind PCI devices to their best VFIO driver (or give them back to the host), safely and idempotently
+version_added: 0.1.0
+description:
+  - Carries out the kernel's VFIO variant-driver algorithm for a whole list of devices in one call.
+    C(modprobe) the chosen module by name, write its driver name to C(driver_override), unbind the
+    device from its current driver, bind it, and re-read the C(driver) link to verify.
+  - The VFIO driver is the one whose C(alias vfio_pci:...) pattern matches C(vfio_) + the device's
+    C(modalias) with the fewest C(*) (for example C(virtio_vfio_pci) over C(vfio_pci) for a modern
+    virtio-net), as M(hypervisor.vfio.vfio_facts) reports it; O(driver) pins another one.
+  - Everything is planned before the first write; any invalid entry, unknown device, non-viable IOMMU
+    group or device in use by the host fails the task before anything changes.
+  - A device already on its target driver with C(driver_override) set is not touched, so re-runs
+    never bounce running virtual machines.
+  - When a device does not end on its target, it and every device this call already changed are put
+    back on their previous driver and C(driver_override), and the task fails naming the device, the
+    step, the kernel's message and what to do.
+  - Runs on one host are serialized by a lock file.
+author:
+  - hypervisor.vfio contributors
+extends_documentation_fragment:
+  - hypervisor.vfio.host_paths
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Returns the plan (per device action and reason) without loading modules or writing to sysfs.
+  diff_mode:
+    support: full
+    details: Shows each device's driver and C(driver_override) before and after.
+  platform:
+    platforms: posix
+options:
+  devices:
+    description:
+      - The devices to act on, in one call.
+      - Each entry is a PCI address (V(0000:01:00.0), or V(01:00.0) meaning domain 0000; quote it in YAML)
+        or a selector dict.
+      - A selector selects every device whose attributes equal all the given keys
+        C(address), C(vendor), C(device), C(subsystem_vendor), C(subsystem_device) (hex ids, quote them),
+        C(class) (hex prefix of the 6-digit class, for example V(0200) for Ethernet), C(physfn)
+        (every virtual function of that physical function), C(iommu_group) (int), C(current_driver)
+        (the driver bound now).
+      - A selector entry may also carry C(state) and C(driver) for its devices, and C(optional) (bool)
+        so that matching nothing is not an error.
+    type: list
+    elements: raw
+    required: true
+  state:
+    description:
+      - V(vfio) binds to the best (or pinned) VFIO driver.
+      - V(host) gives devices back to the host, clears C(driver_override), unbinds from the VFIO driver,
+        loads and probes the host drivers that match the device, and verifies that a non-VFIO driver
+        took it (or warns that the kernel has none for it).
+    type: str
+    choices: [vfio, host]
+    default: vfio
+  driver:
+    description:
+      - Pin a VFIO module or driver name (for example V(vfio_pci) or V(vfio-pci)) instead of the
+        alias search, for devices whose entry has no C(driver) of its own.
+      - The escape hatch for ambiguous or unwanted variants, like libvirt's C(<driver model=...>).
+      - A blacklisted module is refused.
+    type: str
+  iommu_group:
+    description:
+      - What to do when binding would leave a device's IOMMU group non-viable (another endpoint of
+        the group on a host driver).
+      - V(strict) fails before any write, naming the other members.
+      - V(all) also binds every non-bridge member of the group to its best VFIO driver.
+      - V(ignore) proceeds and warns.
+    type: str
+    choices: [strict, all, ignore]
+    default: strict
+  force:
+    description:
+      - Bypass the in-use guards. B(Dangerous.)
+      - Without it, a device is refused when one of its network interfaces (or a bond, bridge or VLAN on
+        top of it) carries the default route, an IP address or the SSH connection Ansible uses; when one
+        of its disks is mounted, holds swap or is used by LVM/md/dm; and, when moving it away from VFIO,
+        when a process (a VM) holds its C(/dev/vfio) group open.
+      - PCI bridges are always refused.
+    type: bool
+    default: false
+  timeout:
+    description:
+      - Seconds each sysfs write that can block (C(unbind), C(bind), C(drivers_probe)) may take.
+      - Unbinding a device a VM holds blocks in the kernel until the VM lets go; the task then fails
+        within this bound and says so, and a later run converges.
+    type: int
+    default: 10
+  lock_file:
+    description: File locked to serialize concurrent runs on the host.
+    type: path
+    default: /run/hypervisor-vfio.lock
+  lock_timeout:
+    description: Seconds to wait for another run to release O(lock_file).
+    type: int
+    default: 300
+notes:
+  - Needs root on the managed host.
+  - Modules loaded by a failed run stay loaded; they do not hold any device.
+seealso:
+  - module: hypervisor.vfio.vfio_facts
+  - name: Linux VFIO documentation
+    description: The kernel's description of VFIO and IOMMU groups.
+    link: https://docs.kernel.org/driver-api/vfio.html
+'''
+
+EXAMPLES = r'''
+- name: Bind a NIC and a GPU (with its audio function) to their best VFIO drivers
+  hypervisor.vfio.vfio_bind:
+    devices:
+      - "0000:3b:00.0"
+      - "0000:af:00.0"
+      - "0000:af:00.1"
+
+- name: Bind every virtual function of a PF, pinning vfio-pci
+  hypervisor.vfio.vfio_bind:
+    devices:
+      - physfn: "0000:3b:00.0"
+    driver: vfio_pci
+
+- name: Bind all Mellanox ConnectX-7 devices and every other member of their IOMMU groups
+  hypervisor.vfio.vfio_bind:
+    devices:
+      - vendor: "15b3"
+        device: "1021"
+        optional: true
+    iommu_group: all
+
+- name: Mixed intents in one call
+  hypervisor.vfio.vfio_bind:
+    devices:
+      - "0000:01:00.0"
+      - address: "0000:02:00.0"
+        driver: vfio_pci
+      - address: "0000:03:00.0"
+        state: host
+
+- name: Preview what would change
+  hypervisor.vfio.vfio_bind:
+    devices: ["0000:01:00.0"]
+  check_mode: true
+  diff: true
+  register: plan
+
+- name: Give the devices back to the host drivers
+  hypervisor.vfio.vfio_bind:
+    devices: ["0000:01:00.0", "0000:02:00.0"]
+    state: host
+'''
+
+RETURN = r'''
+devices:
+  description: One entry per device acted on (including group members added by O(iommu_group=all)).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    address:
+      description: Full PCI address.
+      type: str
+      sample: "0000:00:03.0"
+    state:
+      description: The requested state.
+      type: str
+      sample: vfio
+    action:
+      description: V(none), V(bind) (was unbound), V(rebind) (was on another driver), V(override)
+        (already bound to the target, only C(driver_override) set), V(restore) (back to the host),
+        V(clear_override).
+      type: str
+      sample: rebind
+    reason:
+      description: Why this action.
+      type: str
+      sample: moving from virtio-pci to virtio_vfio_pci
+    module:
+      description: The VFIO module chosen (V(null) for state V(host)).
+      type: str
+      sample: virtio_vfio_pci
+    candidates:
+      description: Every matching VFIO alias, best first (C(module), C(pattern), C(wildcards), C(source),
+        C(location), C(blacklisted)).
+      type: list
+      elements: dict
+    ambiguous:
+      description: Two different modules tie for best; the first in file order was taken.
+      type: bool
+    driver_before:
+      description: Driver bound before the call (V(null) when unbound).
+      type: str
+    driver_after:
+      description: Driver bound after the call (planned value in check mode).
+      type: str
+    override_before:
+      description: C(driver_override) before the call (V(null) when unset).
+      type: str
+    override_after:
+      description: C(driver_override) after the call.
+      type: str
+    iommu_group:
+      description: IOMMU group number.
+      type: int
+    guards:
+      description: In-use reasons found (non-empty only when O(force) overrode them).
+      type: list
+      elements: str
+    result:
+      description: V(unchanged), V(planned) (check mode), V(changed), V(rolled_back), V(rollback_failed), V(pending).
+      type: str
+    warnings:
+      description: Warnings for this device (ambiguous variant, skipped blacklisted candidate, forced guard).
+      type: list
+      elements: str
+modules_loaded:
+  description: Modules this call loaded.
+  returned: always
+  type: list
+  elements: str
+  sample: [virtio_vfio_pci]
+failure:
+  description: On failure after a write, the device, step, kernel error, kernel log lines, and what was rolled back.
+  returned: failure
+  type: dict
+errors:
+  description: On refusal before any write, every problem found.
+  returned: failure
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind
+from ansible_collections.hypervisor.vfio.plugins.module_utils.common import (
+    HostContext, host_path_argument_spec)
+from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
+
+
+def build_module():
+    spec = dict(
+        devices=dict(type='list', elements='raw', required=True),
+        state=dict(type='str', choices=['vfio', 'host'], default='vfio'),
+        driver=dict(type='str'),
+        iommu_group=dict(type='str', choices=['strict', 'all', 'ignore'], default='strict'),
+        force=dict(type='bool', default=False),
+        timeout=dict(type='int', default=10),
+        lock_file=dict(type='path', default='/run/hypervisor-vfio.lock'),
+        lock_timeout=dict(type='int', default=300),
+    )
+    spec.update(host_path_argument_spec())
+    return AnsibleModule(argument_spec=spec, supports_check_mode=True)
+
+
+def main():
+    module = build_module()
+
+    def run(argv):
+        return module.run_command(argv)
+
+    try:
+        host = HostContext(module.params)
+        result = run_bind(module.params, host, run, check_mode=module.check_mode)
+    except RequestError as e:
+        module.fail_json(msg='vfio_bind: invalid request, nothing was changed: %s' % e)
+    except ValueError as e:
+        module.fail_json(msg='vfio_bind: %s; nothing was changed' % e)
+    except BindFailed as e:
+        details = dict(e.result)
+        details.pop('warnings_list', None)
+        module.fail_json(msg=str(e), **details)
+    for warning in result.pop('warnings_list'):
+        module.warn(warning)
+    if not module._diff:
+        result.pop('diff')
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

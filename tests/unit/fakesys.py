@@ -1,0 +1,313 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Fake hosts for unit tests: a sysfs/procfs/modules tree built from declarative device specs,
+and a fake kernel that gives sysfs writes their real semantics and records every write."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import errno
+import os
+
+from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import KernelError, KernelFS, WriteTimeout
+
+RELEASE = '6.12.48+deb12-amd64'
+
+GENERIC_VFIO_ALIAS = 'alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci'
+
+
+def modalias(vendor, device, subvendor, subdevice, cls):
+    return 'pci:v0000%sd0000%ssv0000%ssd0000%sbc%ssc%si%s' % (
+        vendor.upper(), device.upper(), subvendor.upper(), subdevice.upper(),
+        cls[0:2].upper(), cls[2:4].upper(), cls[4:6].upper())
+
+
+def _link(src, dst):
+    """Relative symlink src -> dst (both absolute), as sysfs has them."""
+    if os.path.lexists(src):
+        os.unlink(src)
+    os.symlink(os.path.relpath(dst, os.path.dirname(src)), src)
+
+
+def _write(path, text):
+    d = os.path.dirname(path)
+    if not os.path.isdir(d):
+        os.makedirs(d)
+    with open(path, 'w') as f:
+        f.write(text)
+
+
+class FakeHost:
+    """A host tree under root: sys/, proc/, lib/modules/<release>/, etc/modprobe.d/."""
+
+    def __init__(self, root, release=RELEASE, aliases=(GENERIC_VFIO_ALIAS,)):
+        self.root = str(root)
+        self.sys = os.path.join(self.root, 'sys')
+        self.proc = os.path.join(self.root, 'proc')
+        self.release = release
+        self.moddir = os.path.join(self.root, 'lib', 'modules')
+        self.confdir = os.path.join(self.root, 'etc', 'modprobe.d')
+        for d in ('bus/pci/devices', 'bus/pci/drivers', 'devices/pci0000:00', 'kernel/iommu_groups',
+                  'module', 'class/net', 'class/block', 'class/iommu'):
+            os.makedirs(os.path.join(self.sys, d))
+        os.makedirs(self.confdir)
+        os.makedirs(os.path.join(self.moddir, release))
+        _write(os.path.join(self.proc, 'sys/kernel/osrelease'), release + '\n')
+        _write(os.path.join(self.proc, 'cmdline'), 'BOOT_IMAGE=/vmlinuz root=/dev/vda1 intel_iommu=on iommu=pt\n')
+        _write(os.path.join(self.proc, 'net/route'),
+               'Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n')
+        _write(os.path.join(self.proc, 'self/mountinfo'), '')
+        _write(os.path.join(self.proc, 'swaps'), 'Filename\tType\tSize\tUsed\tPriority\n')
+        self.aliases = list(aliases)
+        self.modules = {}      # module -> {'driver': name, 'ids': [(v, d)], 'override_only': bool}
+        self.dep = []
+        self.write_aliases()
+
+    # -- module files ----------------------------------------------------------
+    def write_aliases(self):
+        _write(os.path.join(self.moddir, self.release, 'modules.alias'),
+               '# Aliases extracted from modules themselves.\n' + '\n'.join(self.aliases) + '\n')
+        _write(os.path.join(self.moddir, self.release, 'modules.dep'),
+               ''.join('kernel/drivers/%s.ko.xz:\n' % m for m in self.dep))
+
+    def add_module(self, module, driver=None, ids=(), override_only=False, loaded=False, alias=True,
+                   installed=True):
+        """A kernel module providing a pci driver.  VFIO variants get vfio_pci: aliases."""
+        driver = driver or module
+        self.modules[module] = {'driver': driver, 'ids': list(ids), 'override_only': override_only}
+        if installed:
+            self.dep.append(module)
+        if alias:
+            prefix = 'vfio_pci' if override_only else 'pci'
+            for v, d in ids:
+                self.aliases.append('alias %s:v0000%sd0000%ssv*sd*bc*sc*i* %s' % (prefix, v.upper(), d.upper(), module))
+        self.write_aliases()
+        if loaded:
+            self.load(module)
+
+    def load(self, module):
+        info = self.modules[module]
+        mdir = os.path.join(self.sys, 'module', module)
+        ddir = os.path.join(self.sys, 'bus/pci/drivers', info['driver'])
+        for d in (os.path.join(mdir, 'drivers'), ddir):
+            if not os.path.isdir(d):
+                os.makedirs(d)
+        _link(os.path.join(mdir, 'drivers', 'pci:' + info['driver']), ddir)
+        _link(os.path.join(ddir, 'module'), mdir)
+
+    def blacklist(self, module, how='blacklist'):
+        line = 'blacklist %s\n' % module if how == 'blacklist' else 'install %s /bin/false\n' % module
+        with open(os.path.join(self.confdir, 'blacklist-test.conf'), 'a') as f:
+            f.write(line)
+
+    # -- devices -----------------------------------------------------------------
+    def dev_dir(self, addr):
+        return os.path.join(self.sys, 'devices/pci0000:00', addr)
+
+    def add_device(self, addr, vendor='8086', device='10d3', cls='020000', subvendor=None, subdevice='0000',
+                   driver=None, override=None, group='auto', numa=0, net=(), block=(), physfn=None,
+                   sriov_totalvfs=None, modalias_attr=True):
+        d = self.dev_dir(addr)
+        os.makedirs(d)
+        subvendor = subvendor or vendor
+        attrs = {'vendor': '0x' + vendor, 'device': '0x' + device, 'subsystem_vendor': '0x' + subvendor,
+                 'subsystem_device': '0x' + subdevice, 'class': '0x' + cls, 'numa_node': str(numa),
+                 'driver_override': (override or '(null)')}
+        if modalias_attr:
+            attrs['modalias'] = modalias(vendor, device, subvendor, subdevice, cls)
+        if sriov_totalvfs is not None:
+            attrs.update(sriov_totalvfs=str(sriov_totalvfs), sriov_numvfs='0', sriov_drivers_autoprobe='1')
+        for k, v in attrs.items():
+            _write(os.path.join(d, k), v + '\n')
+        _link(os.path.join(self.sys, 'bus/pci/devices', addr), d)
+        if group == 'auto':
+            group = len(os.listdir(os.path.join(self.sys, 'kernel/iommu_groups')))
+        if group is not None:
+            gdir = os.path.join(self.sys, 'kernel/iommu_groups', str(group), 'devices')
+            if not os.path.isdir(gdir):
+                os.makedirs(gdir)
+            _link(os.path.join(gdir, addr), d)
+            _link(os.path.join(d, 'iommu_group'), os.path.dirname(gdir))
+        if physfn:
+            _link(os.path.join(d, 'physfn'), self.dev_dir(physfn))
+            pf = self.dev_dir(physfn)
+            n = len([x for x in os.listdir(pf) if x.startswith('virtfn')])
+            _link(os.path.join(pf, 'virtfn%d' % n), d)
+        for ifname in net:
+            os.makedirs(os.path.join(d, 'net', ifname))
+            _link(os.path.join(self.sys, 'class/net', ifname), os.path.join(d, 'net', ifname))
+        for i, disk in enumerate(block):
+            bdir = os.path.join(d, 'virtio%d' % i, 'block', disk)
+            os.makedirs(os.path.join(bdir, 'holders'))
+            _write(os.path.join(bdir, 'dev'), '253:%d\n' % (i * 16))
+            _link(os.path.join(self.sys, 'class/block', disk), bdir)
+        if driver:
+            self.attach(addr, driver)
+        return addr
+
+    def attach(self, addr, driver):
+        ddir = os.path.join(self.sys, 'bus/pci/drivers', driver)
+        if not os.path.isdir(ddir):
+            os.makedirs(ddir)
+        _link(os.path.join(self.dev_dir(addr), 'driver'), ddir)
+        _link(os.path.join(ddir, addr), self.dev_dir(addr))
+
+    def detach(self, addr):
+        link = os.path.join(self.dev_dir(addr), 'driver')
+        drv = os.path.basename(os.readlink(link))
+        os.unlink(link)
+        os.unlink(os.path.join(self.sys, 'bus/pci/drivers', drv, addr))
+
+    # -- host usage ------------------------------------------------------------------
+    def add_route(self, iface, dest='00000000', mask='00000000', gateway='0102000A'):
+        with open(os.path.join(self.proc, 'net/route'), 'a') as f:
+            f.write('%s\t%s\t%s\t0003\t0\t0\t100\t%s\t0\t0\t0\n' % (iface, dest, gateway, mask))
+
+    def add_mount(self, majmin, mountpoint):
+        with open(os.path.join(self.proc, 'self/mountinfo'), 'a') as f:
+            f.write('29 1 %s / %s rw,relatime shared:1 - ext4 /dev/x rw\n' % (majmin, mountpoint))
+
+    def add_upper(self, lower, upper):
+        udir = os.path.join(self.sys, 'devices/virtual/net', upper)
+        if not os.path.isdir(udir):
+            os.makedirs(udir)
+            _link(os.path.join(self.sys, 'class/net', upper), udir)
+        _link(os.path.join(self.sys, 'class/net', lower, 'upper_' + upper), udir)
+
+    def hold_vfio(self, pid, group, comm='qemu-system-x86'):
+        fd = os.path.join(self.proc, str(pid), 'fd')
+        os.makedirs(fd)
+        os.symlink('/dev/vfio/%s' % group, os.path.join(fd, '7'))
+        _write(os.path.join(self.proc, str(pid), 'comm'), comm + '\n')
+
+    # -- module parameters -----------------------------------------------------------
+    def params(self, **kw):
+        p = dict(sysfs_path=self.sys, procfs_path=self.proc, modules_dir=self.moddir,
+                 kernel_release=None, modprobe_config_dirs=[self.confdir],
+                 lock_file=os.path.join(self.root, 'vfio.lock'), lock_timeout=5, timeout=5,
+                 state='vfio', driver=None, iommu_group='strict', force=False)
+        p.update(kw)
+        return p
+
+
+class FakeKernel(KernelFS):
+    """KernelFS over a FakeHost whose writes behave like the kernel's (and are recorded)."""
+
+    def __init__(self, host):
+        super(FakeKernel, self).__init__(host.sys, host.proc, kmsg_path=os.path.join(host.root, 'nokmsg'))
+        self.host = host
+        self.log = []          # every write: (relative path, value)
+        self.fail_probe = set()    # drivers whose probe fails with EIO
+        self.hang_unbind = set()   # drivers whose unbind blocks past the timeout
+        self.fail_write = {}       # relative path -> errno
+        self.kmsg = []
+        self.blacklisted = set()   # modules modprobe "loads" without loading (blacklisted alias)
+
+    def _dev(self, addr):
+        return os.path.join(self.host.dev_dir(addr))
+
+    def _driver_of(self, addr):
+        try:
+            return os.path.basename(os.readlink(os.path.join(self._dev(addr), 'driver')))
+        except OSError:
+            return None
+
+    def _override(self, addr):
+        with open(os.path.join(self._dev(addr), 'driver_override')) as f:
+            v = f.read().strip()
+        return None if v == '(null)' else v
+
+    def _ids(self, addr):
+        read = lambda a: open(os.path.join(self._dev(addr), a)).read().strip()[2:]
+        return read('vendor'), read('device')
+
+    def _module_of_driver(self, driver):
+        for m, info in self.host.modules.items():
+            if info['driver'] == driver:
+                return m, info
+        return None, None
+
+    def _matches(self, addr, driver):
+        override = self._override(addr)
+        if override is not None:
+            return override == driver
+        dummy, info = self._module_of_driver(driver)
+        if info is None or info['override_only']:
+            return False
+        return self._ids(addr) in [(v.lower(), d.lower()) for v, d in info['ids']]
+
+    def _probe(self, addr, driver):
+        if driver in self.fail_probe:
+            self.kmsg.append('%s %s: probe with driver %s failed with error -5' % (driver, addr, driver))
+            raise KernelError('probe failed', None, errno.EIO)
+        self.host.attach(addr, driver)
+
+    def write(self, rel, value, timeout=None):
+        self.log.append((rel, value))
+        self.writes += 1
+        if rel in self.fail_write:
+            raise KernelError('injected failure writing %s' % rel, self.sys(rel), self.fail_write[rel])
+        parts = rel.split('/')
+        if not os.path.exists(self.sys(rel)) and parts[-1] not in ('bind', 'unbind', 'drivers_probe'):
+            raise KernelError('no such attribute %s' % rel, self.sys(rel), errno.ENOENT)
+        if parts[-1] == 'driver_override':
+            addr = parts[-2]
+            text = value.strip('\n')
+            with open(os.path.join(self._dev(addr), 'driver_override'), 'w') as f:
+                f.write((text or '(null)') + '\n')
+        elif parts[-1] == 'unbind':
+            driver, addr = parts[-2], value
+            if self._driver_of(addr) != driver:
+                raise KernelError('not bound', self.sys(rel), errno.ENODEV)
+            if driver in self.hang_unbind:
+                raise WriteTimeout(self.sys(rel), timeout, 4242)
+            self.host.detach(addr)
+        elif parts[-1] == 'bind':
+            driver, addr = parts[-2], value
+            if not os.path.isdir(self.sys('bus/pci/drivers/' + driver)):
+                raise KernelError('no driver', self.sys(rel), errno.ENOENT)
+            if self._driver_of(addr):
+                raise KernelError('busy', self.sys(rel), errno.EBUSY)
+            if not self._matches(addr, driver):
+                raise KernelError('no match', self.sys(rel), errno.ENODEV)
+            self._probe(addr, driver)
+        elif parts[-1] == 'drivers_probe':
+            addr = value
+            if self._driver_of(addr):
+                return
+            for driver in sorted(os.listdir(self.sys('bus/pci/drivers'))):
+                if self._matches(addr, driver):
+                    try:
+                        self._probe(addr, driver)
+                    except KernelError:
+                        continue  # drivers_probe reports success whatever happened
+                    return
+        else:
+            with open(self.sys(rel), 'w') as f:
+                f.write(value)
+
+    def kernel_log_cursor(self):
+        return len(self.kmsg)
+
+    def kernel_log_since(self, cursor, needle=None):
+        return [m for m in self.kmsg[cursor:] if needle is None or needle in m]
+
+    def close_cursor(self, cursor):
+        pass
+
+    def modprobe(self, argv):
+        """A modprobe runner for the executor: loads a module of the fake host by name."""
+        self.log.append(('modprobe', ' '.join(argv)))
+        module = argv[-1]
+        if module not in self.host.modules or module not in self.host.dep:
+            return 1, '', 'modprobe: FATAL: Module %s not found in directory /lib/modules/%s' % (
+                module, self.host.release)
+        if module in self.blacklisted:
+            return 0, '', ''
+        self.host.load(module)
+        return 0, '', ''
+
+    def device_writes(self):
+        return [w for w in self.log if w[0] != 'modprobe']
