@@ -19,10 +19,10 @@ import select
 import time
 
 # A PCI address as the kernel names it: domain:bus:slot.function.
-PCI_ADDRESS_RE = re.compile(r'^(?:([0-9a-fA-F]{4,8}):)?([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$')
+PCI_ADDRESS_RE = re.compile(r'^(?:([0-9a-fA-F]{4,8}):)?([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])\Z')
 # Module and driver names: what the kernel and kmod accept, and nothing that can
 # escape a sysfs directory (no '/', no '..', no whitespace or control characters).
-NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,62}$')
+NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,62}\Z')
 
 
 class KernelError(Exception):

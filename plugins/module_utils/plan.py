@@ -22,8 +22,8 @@ STATES = ('vfio', 'host')
 GROUP_POLICIES = ('strict', 'all', 'ignore')
 MAX_ITEMS = 4096
 # Module and driver names: nothing that could leave a sysfs directory or split a line.
-DRIVER_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$')
-_HEX_RE = re.compile(r'^(?:0x)?([0-9a-fA-F]{1,6})$')
+DRIVER_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z')
+_HEX_RE = re.compile(r'^(?:0x)?([0-9a-fA-F]{1,6})\Z')
 SELECTOR_KEYS = ('address', 'vendor', 'device', 'subsystem_vendor', 'subsystem_device', 'class',
                  'physfn', 'iommu_group', 'current_driver')
 ITEM_KEYS = SELECTOR_KEYS + ('state', 'driver', 'optional')

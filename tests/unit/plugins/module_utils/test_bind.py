@@ -1,0 +1,365 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""vfio_bind's core (plan + executor) against the fake kernel."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind
+from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
+from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel
+
+VIRTIO = '0000:00:03.0'
+NIC = '0000:00:04.0'
+TESTDEV = '0000:00:05.0'
+MGMT = '0000:00:02.0'
+DISK = '0000:00:06.0'
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = FakeHost(tmp_path)
+    h.add_module('vfio_pci', driver='vfio-pci')
+    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
+    h.add_module('vfio_testdev', ids=[('1b36', '0005')], override_only=True)
+    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041'), ('1af4', '1042')], loaded=True)
+    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    h.add_device(MGMT, '1af4', '1041', driver='virtio-pci', net=['eth0'])
+    h.add_device(VIRTIO, '1af4', '1041', driver='virtio-pci', net=['eth1'])
+    h.add_device(NIC, '8086', '10d3', driver='e1000e', net=['eth2'])
+    h.add_device(TESTDEV, '1b36', '0005', cls='00ff00')
+    h.add_device(DISK, '1af4', '1042', cls='010000', driver='virtio-pci', block=['vda'])
+    h.add_route('eth0')
+    return h
+
+
+@pytest.fixture
+def kernel(host):
+    return FakeKernel(host)
+
+
+def bind(host, kernel, check_mode=False, environ=None, **params):
+    p = host.params(**params)
+    return run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, check_mode=check_mode,
+                    environ=environ if environ is not None else {})
+
+
+def state(host, kernel, addr):
+    return kernel._driver_of(addr), kernel._override(addr)
+
+
+def test_variant_chosen_by_fewest_wildcards(host, kernel):
+    r = bind(host, kernel, devices=[VIRTIO])
+    (d,) = r['devices']
+    assert d['module'] == 'virtio_vfio_pci'
+    assert [c['module'] for c in d['candidates']] == ['virtio_vfio_pci', 'vfio_pci']
+    assert state(host, kernel, VIRTIO) == ('virtio_vfio_pci', 'virtio_vfio_pci')
+    assert r['changed'] and d['action'] == 'rebind' and d['result'] == 'changed'
+    assert r['modules_loaded'] == ['virtio_vfio_pci']
+
+
+def test_driver_name_read_from_sys_module(host, kernel):
+    """Module vfio_pci registers driver vfio-pci: the override must name the driver."""
+    bind(host, kernel, devices=[NIC])
+    assert state(host, kernel, NIC) == ('vfio-pci', 'vfio-pci')
+    assert ('bus/pci/devices/%s/driver_override' % NIC, 'vfio-pci') in kernel.log
+
+
+def test_steps_in_order_and_never_the_alias(host, kernel):
+    bind(host, kernel, devices=[NIC])
+    assert kernel.log == [
+        ('modprobe', 'modprobe -d %s -- vfio_pci' % host.root),
+        ('bus/pci/devices/%s/driver_override' % NIC, 'vfio-pci'),
+        ('bus/pci/drivers/e1000e/unbind', NIC),
+        ('bus/pci/drivers/vfio-pci/bind', NIC),
+    ]
+
+
+def test_idempotent_second_run_writes_nothing(host, kernel):
+    bind(host, kernel, devices=[VIRTIO, NIC, TESTDEV])
+    kernel.log[:] = []
+    r = bind(host, kernel, devices=[VIRTIO, NIC, TESTDEV])
+    assert not r['changed']
+    assert kernel.log == []
+    assert [d['action'] for d in r['devices']] == ['none', 'none', 'none']
+
+
+def test_unbound_device_is_bound(host, kernel):
+    r = bind(host, kernel, devices=[TESTDEV])
+    assert r['devices'][0]['action'] == 'bind'
+    assert state(host, kernel, TESTDEV) == ('vfio_testdev', 'vfio_testdev')
+    assert not any(w[0].endswith('/unbind') for w in kernel.log)
+
+
+def test_bound_without_override_only_sets_override(host, kernel):
+    host.load('vfio_pci')
+    host.detach(NIC)
+    host.attach(NIC, 'vfio-pci')
+    r = bind(host, kernel, devices=[NIC])
+    assert r['devices'][0]['action'] == 'override'
+    assert kernel.device_writes() == [('bus/pci/devices/%s/driver_override' % NIC, 'vfio-pci')]
+
+
+def test_override_set_but_bound_elsewhere_rebinds(host, kernel):
+    kernel.write('bus/pci/devices/%s/driver_override' % NIC, 'vfio-pci')
+    kernel.log[:] = []
+    r = bind(host, kernel, devices=[NIC])
+    assert r['devices'][0]['action'] == 'rebind'
+    assert state(host, kernel, NIC) == ('vfio-pci', 'vfio-pci')
+
+
+def test_check_mode_plans_and_writes_nothing(host, kernel):
+    r = bind(host, kernel, check_mode=True, devices=[VIRTIO, NIC, TESTDEV])
+    assert kernel.log == []
+    assert r['changed']
+    assert [(d['action'], d['driver_after'], d['result']) for d in r['devices']] == [
+        ('rebind', 'virtio_vfio_pci', 'planned'), ('rebind', 'vfio-pci', 'planned'),
+        ('bind', 'vfio_testdev', 'planned')]
+    assert r['diff']['before'][NIC] == {'driver': 'e1000e', 'driver_override': None}
+    assert r['diff']['after'][NIC] == {'driver': 'vfio-pci', 'driver_override': 'vfio-pci'}
+
+
+def test_pinned_driver_overrides_alias_search(host, kernel):
+    r = bind(host, kernel, devices=[{'address': VIRTIO, 'driver': 'vfio-pci'}])
+    assert r['devices'][0]['module'] == 'vfio_pci'
+    assert state(host, kernel, VIRTIO) == ('vfio-pci', 'vfio-pci')
+
+
+def test_state_host_restores_host_driver(host, kernel):
+    bind(host, kernel, devices=[VIRTIO, NIC])
+    r = bind(host, kernel, devices=[VIRTIO, NIC], state='host')
+    assert [d['action'] for d in r['devices']] == ['restore', 'restore']
+    assert state(host, kernel, VIRTIO) == ('virtio-pci', None)
+    assert state(host, kernel, NIC) == ('e1000e', None)
+    kernel.log[:] = []
+    assert not bind(host, kernel, devices=[VIRTIO, NIC], state='host')['changed']
+    assert kernel.log == []
+
+
+def test_state_host_without_host_driver_reports_it(host, kernel):
+    bind(host, kernel, devices=[TESTDEV])
+    r = bind(host, kernel, devices=[TESTDEV], state='host')
+    assert state(host, kernel, TESTDEV) == (None, None)
+    assert any('no host driver' in w for w in r['warnings_list'])
+    kernel.log[:] = []
+    r = bind(host, kernel, devices=[TESTDEV], state='host')
+    assert not r['changed'] and kernel.log == []
+    assert 'has no host driver' in r['devices'][0]['reason']
+
+
+def test_probe_failure_rolls_back_every_device(host, kernel):
+    kernel.fail_probe.add('vfio_testdev')
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=[VIRTIO, NIC, TESTDEV])
+    msg = str(e.value)
+    assert '0000:00:05.0: bind to vfio_testdev failed' in msg
+    assert 'probe with driver vfio_testdev failed with error -5' in msg
+    assert state(host, kernel, VIRTIO) == ('virtio-pci', None)
+    assert state(host, kernel, NIC) == ('e1000e', None)
+    assert state(host, kernel, TESTDEV) == (None, None)
+    failure = e.value.result['failure']
+    assert failure['rolled_back'] == [TESTDEV, NIC, VIRTIO]
+    assert failure['rollback_problems'] == []
+
+
+def test_unbind_timeout_reports_pending_and_rolls_back_others(host, kernel):
+    host.load('vfio_pci')
+    host.detach(NIC)
+    host.attach(NIC, 'vfio-pci')
+    kernel.hang_unbind.add('vfio-pci')
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=[VIRTIO, {'address': NIC, 'driver': 'vfio_testdev'}], force=True)
+    f = e.value.result['failure']
+    assert f['pending'] and f['device'] == NIC
+    assert 'still blocked' in f['error'] and 'held by a VM' in str(e.value)
+    assert f['rolled_back'] == [VIRTIO]
+    assert state(host, kernel, VIRTIO) == ('virtio-pci', None)
+
+
+def test_blacklisted_variant_is_skipped_for_the_next(host, kernel):
+    host.blacklist('virtio_vfio_pci')
+    r = bind(host, kernel, devices=[VIRTIO])
+    d = r['devices'][0]
+    assert d['module'] == 'vfio_pci'
+    assert d['candidates'][0]['blacklisted']
+    assert any('skipped VFIO driver virtio_vfio_pci' in w for w in d['warnings'])
+
+
+@pytest.mark.parametrize('how', ['blacklist', 'install'])
+def test_pinned_blacklisted_module_refused_before_writes(host, kernel, how):
+    host.blacklist('vfio_testdev', how=how)
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=[{'address': TESTDEV, 'driver': 'vfio_testdev'}])
+    assert 'vfio_testdev' in str(e.value) and 'pin another driver' in str(e.value)
+    assert kernel.log == []
+
+
+def test_module_that_modprobe_does_not_load_fails_before_any_device_write(host, kernel):
+    kernel.blacklisted.add('virtio_vfio_pci')
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=[NIC, VIRTIO])
+    assert 'modprobe exited 0 but virtio_vfio_pci is not loaded' in str(e.value)
+    assert 'No device was touched' in str(e.value)
+    assert kernel.device_writes() == []
+
+
+def test_absent_module_fails_before_any_write(host, kernel):
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=[{'address': NIC, 'driver': 'mlx5_vfio_pci'}])
+    assert "driver 'mlx5_vfio_pci' is not a module of kernel" in str(e.value)
+    assert kernel.log == []
+
+
+def test_management_nic_refused(host, kernel):
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=[MGMT, NIC])
+    assert 'eth0 carries the default route' in str(e.value)
+    assert kernel.log == []
+
+
+def test_ssh_interface_and_stacked_devices_refused(host, kernel):
+    host.add_route('br0', dest='0002000A', mask='00FFFFFF', gateway='00000000')
+    host.add_upper('eth2', 'bond0')
+    host.add_upper('bond0', 'br0')
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, environ={'SSH_CONNECTION': '10.0.2.2 50000 10.0.2.15 22'}, devices=[NIC])
+    msg = str(e.value)
+    assert 'br0 (stacked on eth2) carries the SSH connection' in msg
+    assert 'br0 (stacked on eth2) has an IPv4 address' in msg
+    assert kernel.log == []
+
+
+def test_force_bypasses_nic_guard_with_warning(host, kernel):
+    r = bind(host, kernel, devices=[MGMT], force=True)
+    assert r['devices'][0]['forced']
+    assert state(host, kernel, MGMT) == ('virtio_vfio_pci', 'virtio_vfio_pci')
+
+
+def test_mounted_disk_refused(host, kernel):
+    host.add_mount('253:0', '/srv')
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=[DISK])
+    assert 'block device vda is mounted on /srv' in str(e.value)
+    assert kernel.log == []
+
+
+def test_vfio_user_blocks_state_host(host, kernel):
+    bind(host, kernel, devices=[NIC])
+    host.hold_vfio(4711, 2)
+    kernel.log[:] = []
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=[NIC], state='host')
+    assert '/dev/vfio/2 is open by pid 4711 (qemu-system-x86)' in str(e.value)
+    assert kernel.log == []
+
+
+def test_bridge_refused_even_with_force(host, kernel):
+    host.add_device('0000:00:1c.0', '8086', '2448', cls='060400', driver='pcieport')
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=['00:1c.0'], force=True)
+    assert 'is a PCI bridge' in str(e.value)
+
+
+def test_group_policies(host, kernel):
+    host.add_device('0000:01:00.0', '10de', '2204', cls='030000', driver='nouveau', group=20)
+    host.add_device('0000:01:00.1', '10de', '1aef', cls='040300', driver='snd_hda_intel', group=20)
+    host.add_device('0000:00:1c.0', '8086', '2448', cls='060400', driver='pcieport', group=20)
+    for name in ('nouveau', 'snd_hda_intel'):
+        host.add_module(name, loaded=True)
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=['01:00.0'])
+    assert 'IOMMU group 20 of 0000:01:00.0 is not viable: 0000:01:00.1 (snd_hda_intel)' in str(e.value)
+    assert kernel.log == []
+    r = bind(host, kernel, check_mode=True, devices=['01:00.0'], iommu_group='ignore')
+    assert any('IOMMU group 20 stays non-viable' in w for w in r['warnings_list'])
+    r = bind(host, kernel, devices=['01:00.0'], iommu_group='all')
+    assert sorted(d['address'] for d in r['devices']) == ['0000:01:00.0', '0000:01:00.1']
+    assert state(host, kernel, '0000:01:00.1') == ('vfio-pci', 'vfio-pci')
+    assert state(host, kernel, '0000:00:1c.0') == ('pcieport', None)
+
+
+def test_selectors(host, kernel):
+    host.add_device('0000:3b:00.0', '8086', '1592', cls='020000', driver='ice', sriov_totalvfs=4)
+    host.add_module('ice', ids=[('8086', '1592')], loaded=True)
+    host.add_module('iavf', ids=[('8086', '1889')], loaded=True)
+    for n in range(2):
+        host.add_device('0000:3b:01.%d' % n, '8086', '1889', physfn='0000:3b:00.0', driver='iavf')
+    r = bind(host, kernel, check_mode=True, devices=[{'physfn': '3b:00.0'}])
+    assert [d['address'] for d in r['devices']] == ['0000:3b:01.0', '0000:3b:01.1']
+    r = bind(host, kernel, check_mode=True, devices=[{'vendor': 8086, 'device': '1889'}, {'class': '0x00ff'}])
+    assert [d['address'] for d in r['devices']] == ['0000:00:05.0', '0000:3b:01.0', '0000:3b:01.1']
+    r = bind(host, kernel, check_mode=True, devices=[{'vendor': 'dead', 'optional': True}])
+    assert r['devices'] == [] and not r['changed']
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, check_mode=True, devices=[{'vendor': 'dead'}])
+    assert 'matches no device; add optional: true' in str(e.value)
+
+
+def test_conflicting_intents_refused(host, kernel):
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=[NIC, {'address': NIC, 'state': 'host'}])
+    assert 'selected twice with different intents' in str(e.value)
+    assert kernel.log == []
+
+
+@pytest.mark.parametrize('devices, message', [
+    (['0000:00:04'], 'is not a pci address'),
+    ([{'address': NIC, 'driver': 'vfio_pci\n'}], 'must be a kernel module or driver name'),
+    (['zz:00.0'], 'is not a pci address'),
+    ([{'address': NIC, 'driver': '../../evil'}], 'must be a kernel module or driver name'),
+    ([{'address': NIC, 'driver': 'vfio\npci'}], 'must be a kernel module or driver name'),
+    ([{'address': NIC, 'driver': 'vfio\x00pci'}], 'must be a kernel module or driver name'),
+    ([{'address': NIC, 'colour': 'red'}], 'unknown keys colour'),
+    ([{'optional': True}], 'selects nothing'),
+    ([42], 'must be a PCI address string or a selector dict'),
+    ([{'vendor': 'xyz'}], 'hexadecimal id'),
+    ([{'vendor': '123456'}], 'at most 4 digits'),
+    ([{'iommu_group': -1}], 'non-negative integer'),
+    ([{'address': NIC, 'state': 'gone'}], 'state must be one of'),
+    ([{'address': NIC, 'state': 'host', 'driver': 'vfio_pci'}], 'meaningless with state=host'),
+    (['0000:00:04.0'] * 4097, 'at most 4096'),
+])
+def test_bad_input_fails_before_any_read_or_write(host, kernel, devices, message):
+    with pytest.raises(RequestError) as e:
+        bind(host, kernel, devices=devices)
+    assert message in str(e.value)
+    assert kernel.log == []
+
+
+def test_unknown_device_named(host, kernel):
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=['0000:09:00.0', NIC])
+    assert 'no device 0000:09:00.0 on this host' in str(e.value)
+    assert kernel.log == []
+
+
+def test_missing_modules_alias(host, kernel, tmp_path):
+    import os
+    os.unlink(os.path.join(host.moddir, host.release, 'modules.alias'))
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=[NIC])
+    assert 'no VFIO driver of kernel' in str(e.value)
+    assert kernel.log == []
+
+
+def test_unreadable_attribute_is_clean_failure(host, kernel):
+    kernel.fail_write['bus/pci/devices/%s/driver_override' % NIC] = 13
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=[NIC])
+    assert 'set driver_override to vfio-pci failed' in str(e.value)
+    assert state(host, kernel, NIC) == ('e1000e', None)
+
+
+def test_lock_serializes(host, kernel):
+    from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import HostLock
+    with HostLock(host.params()['lock_file'], 1):
+        with pytest.raises(BindFailed) as e:
+            bind(host, kernel, devices=[NIC], lock_timeout=0.3)
+    assert 'another vfio_bind run holds' in str(e.value)
+    assert kernel.log == []
+    bind(host, kernel, devices=[NIC])

@@ -1,0 +1,82 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Property: any argument set ends in success or in a clean failure that wrote nothing."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import shutil
+import tempfile
+
+import pytest
+
+hypothesis = pytest.importorskip('hypothesis')
+st = pytest.importorskip('hypothesis.strategies')
+
+from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind  # noqa: E402
+from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext  # noqa: E402
+from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError  # noqa: E402
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel  # noqa: E402
+
+ADDRESSES = ['0000:00:02.0', '0000:00:03.0', '0000:00:04.0', '0000:00:05.0', '00:04.0', '0000:00:09.0']
+junk_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x2ff), max_size=12)
+address = st.one_of(st.sampled_from(ADDRESSES), junk_text)
+driver = st.one_of(st.none(), st.sampled_from(['vfio_pci', 'vfio-pci', 'virtio_vfio_pci', 'mlx5_vfio_pci',
+                                               '../x', 'a/b', 'vfio_pci\n', 'x\x00']), junk_text)
+hexid = st.one_of(st.sampled_from(['1af4', '8086', '1041', '10d3', '1b36', 'dead']), st.integers(-5, 99999),
+                  junk_text)
+selector = st.fixed_dictionaries({}, optional={
+    'address': address, 'vendor': hexid, 'device': hexid, 'class': st.sampled_from(['02', '0200', '00ff', 'zz']),
+    'physfn': address, 'iommu_group': st.one_of(st.integers(-2, 6), junk_text),
+    'current_driver': driver, 'state': st.sampled_from(['vfio', 'host', 'bogus', None]), 'driver': driver,
+    'optional': st.one_of(st.booleans(), junk_text), 'extra': st.integers()})
+item = st.one_of(address, selector, st.integers(), st.none(), st.lists(st.integers(), max_size=2))
+params = st.fixed_dictionaries({
+    'devices': st.one_of(st.lists(item, max_size=6), st.none(), junk_text),
+    'state': st.sampled_from(['vfio', 'host', 'nope']),
+    'driver': driver,
+    'iommu_group': st.sampled_from(['strict', 'all', 'ignore', 'maybe']),
+    'force': st.booleans(),
+    'timeout': st.one_of(st.integers(-1, 20), st.just(True), st.floats(allow_nan=True)),
+})
+
+
+def build(root):
+    h = FakeHost(root)
+    h.add_module('vfio_pci', driver='vfio-pci')
+    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
+    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
+    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    h.add_device('0000:00:02.0', '1af4', '1041', driver='virtio-pci', net=['eth0'])
+    h.add_device('0000:00:03.0', '1af4', '1041', driver='virtio-pci', group=7)
+    h.add_device('0000:00:04.0', '8086', '10d3', driver='e1000e', group=7)
+    h.add_device('0000:00:05.0', '1b36', '0005', cls='00ff00')
+    h.add_route('eth0')
+    return h
+
+
+@hypothesis.settings(max_examples=150, deadline=None,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(params)
+def test_success_or_clean_failure_without_writes(args):
+    root = tempfile.mkdtemp()
+    try:
+        host = build(root)
+        kernel = FakeKernel(host)
+        p = host.params(**args)
+        try:
+            result = run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, environ={})
+        except (RequestError, BindFailed) as e:
+            assert str(e)
+            assert kernel.device_writes() == []
+            return
+        for d in result['devices']:
+            drv, override = kernel._driver_of(d['address']), kernel._override(d['address'])
+            assert (drv, override) == (d['driver_after'], d['override_after'])
+            if d['state'] == 'vfio':
+                assert drv == override and drv is not None
+        assert result['changed'] == bool(kernel.device_writes())
+    finally:
+        shutil.rmtree(root)

@@ -1,0 +1,108 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""vfio_facts' core on fake sysfs trees."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
+from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel
+
+
+def facts(host):
+    p = host.params()
+    return collect_facts(HostContext(p, fs=FakeKernel(host)))
+
+
+def test_device_record(tmp_path):
+    h = FakeHost(tmp_path)
+    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
+    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
+    h.add_device('0000:00:03.0', '1af4', '1041', driver='virtio-pci', net=['enp0s3'], numa=1)
+    f = facts(h)
+    d = f['devices']['0000:00:03.0']
+    assert (d['vendor'], d['device'], d['class'], d['subsystem_vendor']) == ('1af4', '1041', '020000', '1af4')
+    assert d['modalias'] == 'pci:v00001AF4d00001041sv00001AF4sd00000000bc02sc00i00'
+    assert d['driver'] == 'virtio-pci' and d['driver_module'] == 'virtio_pci'
+    assert d['driver_override'] is None
+    assert d['iommu_group'] == 0 and d['numa_node'] == 1
+    assert d['net_interfaces'] == ['enp0s3']
+    assert d['vfio_module'] == 'virtio_vfio_pci' and not d['vfio_ambiguous'] and not d['vfio_bound']
+    assert [(c['module'], c['wildcards'], c['source']) for c in d['vfio_candidates']] == [
+        ('virtio_vfio_pci', 5, 'modules.alias'), ('vfio_pci', 7, 'modules.alias')]
+    assert f['kernel_release'] == h.release
+    assert f['iommu']['enabled'] and f['iommu']['group_count'] == 1
+    assert f['iommu']['cmdline_flags']['intel_iommu'] == 'on'
+    assert f['iommu']['cmdline_flags']['iommu'] == 'pt'
+    assert f['iommu']['cmdline_flags']['vfio-pci.ids'] is None
+    assert f['iommu_groups'] == {'0': {'devices': ['0000:00:03.0'], 'viable': False}}
+
+
+def test_missing_attributes_are_null(tmp_path):
+    h = FakeHost(tmp_path)
+    h.add_device('0000:00:07.0', modalias_attr=False, group=None)
+    os.unlink(os.path.join(h.dev_dir('0000:00:07.0'), 'numa_node'))
+    os.unlink(os.path.join(h.dev_dir('0000:00:07.0'), 'driver_override'))
+    f = facts(h)
+    d = f['devices']['0000:00:07.0']
+    assert d['modalias'] is None and d['numa_node'] is None and d['driver_override'] is None
+    assert d['iommu_group'] is None and d['vfio_module'] is None and d['vfio_candidates'] == []
+    assert d['sriov_totalvfs'] is None and d['physfn'] is None
+    assert not f['iommu']['enabled']
+
+
+def test_sriov_vfs_and_viability(tmp_path):
+    h = FakeHost(tmp_path)
+    h.add_module('vfio_pci', driver='vfio-pci', loaded=True)
+    h.add_device('0000:3b:00.0', '8086', '1592', driver='ice', sriov_totalvfs=8, group=5)
+    h.add_device('0000:3b:01.0', '8086', '1889', physfn='0000:3b:00.0', driver='vfio-pci', override='vfio-pci', group=6)
+    h.add_device('0000:3b:01.1', '8086', '1889', physfn='0000:3b:00.0', group=6)
+    h.add_device('0000:00:1c.0', '8086', '2448', cls='060400', driver='pcieport', group=6)
+    f = facts(h)
+    pf = f['devices']['0000:3b:00.0']
+    assert pf['sriov_totalvfs'] == 8 and pf['sriov_numvfs'] == 0 and pf['sriov_drivers_autoprobe'] is True
+    assert pf['virtfns'] == ['0000:3b:01.0', '0000:3b:01.1']
+    vf = f['devices']['0000:3b:01.0']
+    assert vf['physfn'] == '0000:3b:00.0' and vf['vfio_bound'] and vf['driver_override'] == 'vfio-pci'
+    assert f['iommu_groups']['6'] == {'devices': ['0000:00:1c.0', '0000:3b:01.0', '0000:3b:01.1'],
+                                      'viable': True}
+    assert f['iommu_groups']['5']['viable'] is False
+
+
+def test_ambiguous_tie_and_config_alias(tmp_path):
+    h = FakeHost(tmp_path, aliases=[
+        'alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci',
+        'alias vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_vfio_pci',
+        'alias vfio_pci:v000015B3d0000101Esv*sd*bc*sc*i* other_vfio_pci'])
+    h.add_device('0000:5e:00.1', '15b3', '101e')
+    d = facts(h)['devices']['0000:5e:00.1']
+    assert d['vfio_module'] == 'mlx5_vfio_pci' and d['vfio_ambiguous']
+    with open(os.path.join(h.confdir, 'local.conf'), 'w') as f:
+        f.write('alias vfio_pci:v000015B3d* vfio_pci\n')
+    d = facts(h)['devices']['0000:5e:00.1']
+    assert d['vfio_module'] == 'vfio_pci' and not d['vfio_ambiguous']
+    assert d['vfio_candidates'][0]['source'] == 'modprobe.d'
+
+
+def test_builtin_vfio_pci_from_modinfo(tmp_path):
+    h = FakeHost(tmp_path, aliases=[])
+    with open(os.path.join(h.moddir, h.release, 'modules.builtin.modinfo'), 'wb') as f:
+        f.write(b'vfio_pci.alias=vfio_pci:v*d*sv*sd*bc*sc*i*\0vfio_pci.license=GPL\0')
+    h.add_device('0000:00:04.0')
+    d = facts(h)['devices']['0000:00:04.0']
+    assert d['vfio_module'] == 'vfio_pci'
+    assert d['vfio_candidates'][0]['source'] == 'modules.builtin.modinfo'
+
+
+def test_missing_modules_alias_warns(tmp_path):
+    h = FakeHost(tmp_path)
+    os.unlink(os.path.join(h.moddir, h.release, 'modules.alias'))
+    h.add_device('0000:00:04.0')
+    f = facts(h)
+    assert f['devices']['0000:00:04.0']['vfio_module'] is None
+    assert 'has no modules.alias' in f['warnings'][0]
