@@ -1,0 +1,104 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The modules end to end through AnsibleModule, on fake trees (reads and check mode only:
+real sysfs semantics are the fake kernel's business, in module_utils tests)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+
+import pytest
+
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.hypervisor.vfio.plugins.modules import vfio_bind, vfio_facts
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost
+
+
+def run_module(mod, args, capsys, check_mode=False, diff=False):
+    if check_mode:
+        args = dict(args, _ansible_check_mode=True)
+    if diff:
+        args = dict(args, _ansible_diff=True)
+    with patch_module_args(args):
+        with pytest.raises(SystemExit):
+            mod.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def snapshot(root):
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for name in files + dirs:
+            p = os.path.join(d, name)
+            out[p] = os.readlink(p) if os.path.islink(p) else (open(p).read() if os.path.isfile(p) else None)
+    return out
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = FakeHost(tmp_path)
+    h.add_module('vfio_pci', driver='vfio-pci')
+    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
+    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
+    h.add_device('0000:00:02.0', '1af4', '1041', driver='virtio-pci', net=['eth0'])
+    h.add_device('0000:00:03.0', '1af4', '1041', driver='virtio-pci')
+    h.add_route('eth0')
+    return h
+
+
+def path_args(h):
+    return dict(sysfs_path=h.sys, procfs_path=h.proc, modules_dir=h.moddir, modprobe_config_dirs=[h.confdir])
+
+
+def test_facts_module(host, capsys):
+    out = run_module(vfio_facts, path_args(host), capsys, check_mode=True)
+    assert not out['changed']
+    vfio = out['ansible_facts']['vfio']
+    assert vfio['devices']['0000:00:03.0']['vfio_module'] == 'virtio_vfio_pci'
+    assert vfio['kernel_release'] == host.release
+
+
+def test_facts_module_bad_release(host, capsys):
+    out = run_module(vfio_facts, dict(path_args(host), kernel_release='../../etc'), capsys)
+    assert out['failed'] and 'is not a kernel release name' in out['msg']
+
+
+def test_bind_check_mode_diff_writes_nothing(host, capsys):
+    before = snapshot(host.root)
+    args = dict(path_args(host), devices=['00:03.0'], lock_file=os.path.join(host.root, 'lock'))
+    out = run_module(vfio_bind, args, capsys, check_mode=True, diff=True)
+    assert out['changed']
+    (d,) = out['devices']
+    assert (d['action'], d['module'], d['driver_after']) == ('rebind', 'virtio_vfio_pci', 'virtio_vfio_pci')
+    assert out['diff']['before']['0000:00:03.0'] == {'driver': 'virtio-pci', 'driver_override': None}
+    assert snapshot(host.root) == before
+
+
+def test_bind_refuses_management_nic(host, capsys):
+    before = snapshot(host.root)
+    args = dict(path_args(host), devices=['0000:00:02.0'], lock_file=os.path.join(host.root, 'lock'))
+    out = run_module(vfio_bind, args, capsys)
+    assert out['failed']
+    assert 'refused before changing anything' in out['msg'] and 'eth0 carries the default route' in out['msg']
+    after = snapshot(host.root)
+    after.pop(os.path.join(host.root, 'lock'))
+    assert after == before
+
+
+@pytest.mark.parametrize('args, message', [
+    (dict(devices='0000:00:03.0,junk'), 'is not a pci address'),
+    (dict(devices=[{'address': '0000:00:03.0', 'driver': 'a/b'}]), 'must be a kernel module or driver name'),
+    (dict(devices=['0000:00:03.0'], driver='vfio_pci\n'), 'must be a kernel module or driver name'),
+    (dict(devices=['0000:00:03.0'], timeout=0), 'timeout must be'),
+    (dict(devices=['0000:00:03.0'], state='host', driver='vfio_pci'), 'meaningless with state=host'),
+])
+def test_bind_bad_input(host, capsys, args, message):
+    before = snapshot(host.root)
+    out = run_module(vfio_bind, dict(path_args(host), **args), capsys)
+    assert out['failed'] and message in out['msg'] and 'nothing was changed' in out['msg']
+    assert snapshot(host.root) == before
