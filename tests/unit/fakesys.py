@@ -160,6 +160,12 @@ class FakeHost:
         os.unlink(link)
         os.unlink(os.path.join(self.sys, 'bus/pci/drivers', drv, addr))
 
+    def unplug(self, addr):
+        """The device disappears, as after a hot-unplug (device_del)."""
+        import shutil
+        os.unlink(os.path.join(self.sys, 'bus/pci/devices', addr))
+        shutil.rmtree(self.dev_dir(addr))
+
     # -- host usage ------------------------------------------------------------------
     def add_route(self, iface, dest='00000000', mask='00000000', gateway='0102000A'):
         with open(os.path.join(self.proc, 'net/route'), 'a') as f:
@@ -204,6 +210,7 @@ class FakeKernel(KernelFS):
         self.fail_write = {}       # relative path -> errno
         self.kmsg = []
         self.blacklisted = set()   # modules modprobe "loads" without loading (blacklisted alias)
+        self.unplug_on_unbind = set()  # devices hot-unplugged while being unbound
 
     def _dev(self, addr):
         return os.path.join(self.host.dev_dir(addr))
@@ -264,6 +271,10 @@ class FakeKernel(KernelFS):
             if driver in self.hang_unbind:
                 raise WriteTimeout(self.sys(rel), timeout, 4242)
             self.host.detach(addr)
+            if addr in self.unplug_on_unbind:
+                self.host.unplug(addr)
+        elif parts[-1] in ('bind', 'drivers_probe') and not os.path.isdir(self._dev(value)):
+            raise KernelError('no such device %s' % value, self.sys(rel), errno.ENODEV)
         elif parts[-1] == 'bind':
             driver, addr = parts[-2], value
             if not os.path.isdir(self.sys('bus/pci/drivers/' + driver)):

@@ -363,3 +363,14 @@ def test_lock_serializes(host, kernel):
     assert 'another vfio_bind run holds' in str(e.value)
     assert kernel.log == []
     bind(host, kernel, devices=[NIC])
+
+
+def test_hot_unplug_during_run_is_a_clean_failure(host, kernel):
+    kernel.unplug_on_unbind.add(NIC)
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=[VIRTIO, NIC])
+    f = e.value.result['failure']
+    assert f['device'] == NIC
+    assert f['rolled_back'] == [VIRTIO]
+    assert any(NIC in p for p in f['rollback_problems'])
+    assert state(host, kernel, VIRTIO) == ('virtio-pci', None)

@@ -1,0 +1,141 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Integration tests run the modules through Ansible against the real kernel of the lab VM.
+
+The session boots its own lab instance (``LAB_NAME=itest``) unless ``LAB_INVENTORY`` names
+the inventory of one that is already up.  Without the means to run QEMU this fails loudly:
+there is no silent skip.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+
+import pytest
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LABCTL = os.path.join(REPO, 'lab', 'labctl')
+
+
+def _bin(name):
+    """Tools of the interpreter running the tests (the project venv), else PATH."""
+    import sys
+    cand = os.path.join(os.path.dirname(sys.executable), name)
+    return cand if os.path.exists(cand) else name
+
+
+class Lab:
+    """One lab VM: its inventory, an SSH shell, and Ansible module calls."""
+
+    def __init__(self, inventory, collections_path):
+        self.inventory = inventory
+        with open(inventory) as f:
+            inv = yaml.safe_load(f)
+        hosts = inv['hypervisors']['hosts'] if 'hypervisors' in inv else inv['all']['children']['hypervisors']['hosts']
+        self.name, self.vars = next(iter(hosts.items()))
+        self.devices = self.vars['lab_devices']
+        self.env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections_path, ANSIBLE_HOST_KEY_CHECKING='False',
+                        ANSIBLE_STDOUT_CALLBACK='ansible.builtin.minimal', ANSIBLE_NOCOLOR='1',
+                        ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_DEPRECATION_WARNINGS='False',
+                        ANSIBLE_HOME=os.path.join(collections_path, '.ansible-home'))
+
+    def ssh(self, command, check=True, timeout=120):
+        v = self.vars
+        argv = ['ssh', '-p', str(v['ansible_port']), '-i', v['ansible_ssh_private_key_file'],
+                '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
+                '-o', 'BatchMode=yes', '%s@%s' % (v.get('ansible_user', 'root'), v['ansible_host']), command]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise AssertionError('lab command %r failed (%d): %s %s' % (command, p.returncode, p.stdout, p.stderr))
+        return p.stdout
+
+    def sysfs(self, address, attr):
+        out = self.ssh('cat /sys/bus/pci/devices/%s/%s 2>/dev/null || true' % (address, attr)).strip()
+        return out
+
+    def driver(self, address):
+        out = self.ssh('readlink /sys/bus/pci/devices/%s/driver || true' % address).strip()
+        return os.path.basename(out) or None
+
+    def override(self, address):
+        v = self.sysfs(address, 'driver_override')
+        return None if v in ('', '(null)') else v
+
+    def state(self, address):
+        return self.driver(address), self.override(address)
+
+    def module(self, name, args=None, check=False, diff=False, timeout=600):
+        """Run hypervisor.vfio.<name> on the lab host; return (ok, result dict)."""
+        argv = [_bin('ansible'), self.name, '-i', self.inventory, '-m', 'hypervisor.vfio.' + name,
+                '-a', json.dumps(args or {})]
+        if check:
+            argv.append('--check')
+        if diff:
+            argv.append('--diff')
+        p = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=timeout)
+        out = p.stdout
+        start = out.find('{')
+        if start < 0:
+            raise AssertionError('no result from %s: rc=%d\n%s\n%s' % (' '.join(argv), p.returncode, out, p.stderr))
+        result = json.loads(out[start:out.rfind('}') + 1])
+        return p.returncode == 0 and not result.get('failed'), result
+
+    def facts(self):
+        ok, res = self.module('vfio_facts')
+        assert ok, res
+        return res['ansible_facts']['vfio']
+
+
+@pytest.fixture(scope='session')
+def collections_path():
+    d = tempfile.mkdtemp(prefix='vfio-itest-')
+    os.makedirs(os.path.join(d, 'ansible_collections', 'hypervisor'))
+    os.symlink(REPO, os.path.join(d, 'ansible_collections', 'hypervisor', 'vfio'))
+    return d
+
+
+@pytest.fixture(scope='session')
+def lab(collections_path):
+    inventory = os.environ.get('LAB_INVENTORY')
+    started = False
+    env = dict(os.environ, LAB_NAME=os.environ.get('LAB_NAME', 'itest'))
+    if not inventory:
+        if not os.path.exists(LABCTL):
+            pytest.fail('the lab is missing: %s does not exist' % LABCTL)
+        t0 = time.monotonic()
+        p = subprocess.run([LABCTL, 'up'], env=env, capture_output=True, text=True, timeout=1800)
+        if p.returncode != 0:
+            pytest.fail('lab/labctl up failed (%d); integration tests need QEMU and the lab kernel:\n%s\n%s'
+                        % (p.returncode, p.stdout[-3000:], p.stderr[-3000:]))
+        print('lab up in %.0fs' % (time.monotonic() - t0))
+        started = True
+        inventory = os.path.join(REPO, '.lab', env['LAB_NAME'], 'inventory.yml')
+    lab = Lab(inventory, collections_path)
+    yield lab
+    if started:
+        subprocess.run([LABCTL, 'down'], env=env, timeout=300)
+
+
+@pytest.fixture
+def clean(lab):
+    """Every test starts and ends with the lab devices on their boot-time drivers."""
+    wanted = [a for k, a in lab.devices.items() if k not in ('mgmt', 'disk', 'group')]
+    wanted += list(lab.devices.get('group') or [])
+    before = dict((a, lab.state(a)) for a in wanted)
+    yield before
+    lab.ssh('for p in /sys/module/vfio_testdev/parameters/*; do echo 0 > $p; done 2>/dev/null; true')
+    ok, res = lab.module('vfio_bind', {'devices': wanted, 'state': 'host', 'timeout': 30, 'force': True})
+    assert ok, res
+
+
+def quote(s):
+    return shlex.quote(s)
