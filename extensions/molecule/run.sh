@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Run a molecule scenario of this collection against the checkout itself:
+#   extensions/molecule/run.sh [molecule args...]      (default: test -s default)
+# Ansible's and molecule's state go to a temp folder, not $HOME, and the collection path is a
+# temp ansible_collections/hypervisor/vfio symlink to the checkout, so no installed copy of
+# the collection can shadow the code under test. LAB_NAME (default molecule) names the lab.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/hv-vfio-molecule.XXXXXX")"
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$tmp/collections/ansible_collections/hypervisor"
+ln -s "$repo" "$tmp/collections/ansible_collections/hypervisor/vfio"
+export ANSIBLE_COLLECTIONS_PATH="$tmp/collections"
+export ANSIBLE_HOME="$tmp/ansible-home"
+export ANSIBLE_LOCAL_TEMP="$tmp/ansible-tmp"
+export XDG_CACHE_HOME="$tmp/cache"           # molecule's ephemeral state and ansible-compat's cache
+export LAB_NAME="${LAB_NAME:-molecule}"
+export MOLECULE_LAB_INVENTORY="${MOLECULE_LAB_INVENTORY:-$repo/.lab/$LAB_NAME/inventory.yml}"
+export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}"
+cd "$repo/extensions"
+if [ $# -eq 0 ]; then set -- test -s default; fi
+exec molecule "$@"
