@@ -1,0 +1,126 @@
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The role in check mode against fake sysfs trees (the unit tests' FakeHost).
+
+Only check mode: the role's sysfs paths point at the fake tree, but a real run would modprobe
+on this machine. The boot loader and persistence steps are off, so nothing outside the
+test's temp folder is read for writing. Validation failures and the bind plan are checked.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+COLLECTIONS = tempfile.mkdtemp(prefix='hv-vfio-role-collections-')
+os.makedirs(os.path.join(COLLECTIONS, 'ansible_collections', 'hypervisor'))
+os.symlink(REPO, os.path.join(COLLECTIONS, 'ansible_collections', 'hypervisor', 'vfio'))
+sys.path.insert(0, COLLECTIONS)
+
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost  # noqa: E402
+
+
+def teardown_module(module):
+    shutil.rmtree(COLLECTIONS, ignore_errors=True)
+
+
+def ansible_playbook():
+    here = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
+    return here if os.path.exists(here) else shutil.which('ansible-playbook')
+
+
+@pytest.fixture
+def host(tmp_path):
+    h = FakeHost(tmp_path / 'host')
+    h.add_module('vfio_pci', driver='vfio-pci')
+    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    h.add_module('virtio_pci', driver='virtio-pci', loaded=True)
+    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
+    h.add_module('snd_hda_intel', ids=[('10de', '10f0')], loaded=True)
+    h.add_device('0000:00:02.0', '8086', '10d3', driver='e1000e', net=['eth1'])
+    h.add_device('0000:00:03.0', '1af4', '1041', driver='virtio-pci', net=['eth2'])
+    h.add_device('0000:01:00.0', '10de', '1eb8', cls='030000', group=20)
+    h.add_device('0000:01:00.1', '10de', '10f0', cls='040300', driver='snd_hda_intel', group=20)
+    return h
+
+
+def run_role(tmp_path, h, devices, **extra):
+    vars_ = dict(passthrough_sysfs_path=h.sys, passthrough_procfs_path=h.proc,
+                 passthrough_modules_dir=h.moddir, passthrough_modprobe_config_dirs=[h.confdir],
+                 passthrough_iommu_cmdline=False, passthrough_persistent=False,
+                 passthrough_devices=devices)
+    vars_.update(extra)
+    play = [{'hosts': 'localhost', 'connection': 'local', 'gather_facts': False,
+             'vars': {'ansible_python_interpreter': '{{ ansible_playbook_python }}'},
+             'roles': [{'role': 'hypervisor.vfio.passthrough'}],
+             'post_tasks': [{'name': 'dump', 'ansible.builtin.copy': {
+                 'content': '{{ passthrough_bound_devices | default([]) | to_json }}',
+                 'dest': str(tmp_path / 'bound.json'), 'mode': '0644'}, 'check_mode': False}]}]
+    pb = tmp_path / 'play.yml'
+    pb.write_text(yaml.safe_dump(play))
+    ev = tmp_path / 'vars.json'
+    ev.write_text(json.dumps(vars_))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_HOME=str(tmp_path / 'home'),
+               ANSIBLE_LOCALHOST_WARNING='false', ANSIBLE_INVENTORY_UNPARSED_WARNING='false', ANSIBLE_NOCOLOR='1')
+    p = subprocess.run([ansible_playbook(), '--check', '--diff', '-e', '@%s' % ev, str(pb)], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=300)
+    bound = json.loads((tmp_path / 'bound.json').read_text()) if (tmp_path / 'bound.json').exists() else None
+    return p.returncode, p.stdout, bound
+
+
+def test_check_mode_plans_the_bind_and_writes_nothing(tmp_path, host):
+    before = dict((a, os.readlink(os.path.join(host.dev_dir(a), 'driver'))) for a in ('0000:00:02.0', '0000:00:03.0'))
+    rc, out, bound = run_role(tmp_path, host, ['00:02.0', {'vendor': '1af4', 'device': '1041'}])
+    assert rc == 0, out
+    plan = dict((d['address'], (d['action'], d['module'], d['driver_after'])) for d in bound)
+    assert plan == {'0000:00:02.0': ('rebind', 'vfio_pci', 'vfio-pci'),
+                    '0000:00:03.0': ('rebind', 'virtio_vfio_pci', 'virtio_vfio_pci')}
+    after = dict((a, os.readlink(os.path.join(host.dev_dir(a), 'driver'))) for a in before)
+    assert before == after
+    for a in before:
+        with open(os.path.join(host.dev_dir(a), 'driver_override')) as f:
+            assert f.read() == '(null)\n'
+
+
+@pytest.mark.parametrize('entry, message', [
+    (60.0, 'must be a quoted PCI address'),                     # YAML read an unquoted 01:00.0
+    ({'adress': '0000:00:02.0'}, 'unknown keys: adress'),
+    ({'address': '0000:00:02.0', 'state': 'gone'}, 'is not valid'),
+    ({'state': 'vfio'}, 'at least one of'),
+    ('0000:09:00.0', 'no PCI device 0000:09:00.0'),
+])
+def test_bad_entries_fail_before_any_write(tmp_path, host, entry, message):
+    rc, out, _ = run_role(tmp_path, host, [entry])
+    assert rc != 0 and message in out, out
+
+
+def test_strict_group_policy_names_the_other_member(tmp_path, host):
+    rc, out, _ = run_role(tmp_path, host, ['0000:01:00.0'])
+    assert rc != 0
+    assert 'IOMMU group 20 of 0000:01:00.0 is not viable: it also holds 0000:01:00.1' in out
+
+
+def test_whole_group_listed_passes(tmp_path, host):
+    rc, out, bound = run_role(tmp_path, host, ['0000:01:00.0', '0000:01:00.1'])
+    assert rc == 0, out
+    assert sorted(d['address'] for d in bound) == ['0000:01:00.0', '0000:01:00.1']
+
+
+def test_iommu_off_fails_with_the_arguments_to_add(tmp_path):
+    h = FakeHost(tmp_path / 'noiommu')
+    h.add_module('vfio_pci', driver='vfio-pci')
+    h.add_device('0000:00:02.0', '8086', '10d3', group=None)
+    rc, out, _ = run_role(tmp_path, h, ['0000:00:02.0'])
+    assert rc != 0
+    assert 'the IOMMU is not enabled' in out and 'iommu=pt' in out and 'grubby --update-kernel=ALL' in out
