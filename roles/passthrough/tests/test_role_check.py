@@ -124,3 +124,10 @@ def test_iommu_off_fails_with_the_arguments_to_add(tmp_path):
     rc, out, _ = run_role(tmp_path, h, ['0000:00:02.0'])
     assert rc != 0
     assert 'the IOMMU is not enabled' in out and 'iommu=pt' in out and 'grubby --update-kernel=ALL' in out
+
+
+def test_restore_gives_everything_back_and_tolerates_absent_devices(tmp_path, host):
+    rc, out, bound = run_role(tmp_path, host, ['00:02.0', '0000:09:00.0', {'vendor': '1af4', 'device': '1041'}],
+                              passthrough_restore=True)
+    assert rc == 0, out
+    assert sorted((d['address'], d['state']) for d in bound) == [('0000:00:02.0', 'host'), ('0000:00:03.0', 'host')]
