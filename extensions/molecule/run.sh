@@ -3,7 +3,8 @@
 #   extensions/molecule/run.sh [molecule args...]      (default: test -s default)
 # Ansible's and molecule's state go to a temp folder, not $HOME, and the collection path is a
 # temp ansible_collections/hypervisor/vfio symlink to the checkout, so no installed copy of
-# the collection can shadow the code under test. LAB_NAME (default molecule) names the lab.
+# the collection can shadow the code under test. LAB_NAME (default molecule) names the lab of
+# scenario default, HOSTIMAGE_NAME (default molecule) the real-boot guest of scenario reboot.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/hv-vfio-molecule.XXXXXX")"
@@ -15,6 +16,8 @@ export ANSIBLE_HOME="$tmp/ansible-home"
 export ANSIBLE_LOCAL_TEMP="$tmp/ansible-tmp"
 export XDG_CACHE_HOME="$tmp/cache"           # molecule's ephemeral state and ansible-compat's cache
 export LAB_NAME="${LAB_NAME:-molecule}"
+export HOSTIMAGE_NAME="${HOSTIMAGE_NAME:-molecule}"
+export MOLECULE_HOSTIMAGE_INVENTORY="${MOLECULE_HOSTIMAGE_INVENTORY:-$repo/.lab/hostimage-$HOSTIMAGE_NAME/inventory.yml}"
 export MOLECULE_LAB_INVENTORY="${MOLECULE_LAB_INVENTORY:-$repo/.lab/$LAB_NAME/inventory.yml}"
 export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}"
 cd "$repo/extensions"
