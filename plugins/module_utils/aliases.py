@@ -28,6 +28,8 @@ SOURCE_BUILTIN = 'modules.builtin.modinfo'
 _TIER = {SOURCE_CONFIG: 0, SOURCE_ALIASES: 1, SOURCE_BUILTIN: 1}
 
 _SPECIAL = '*?[\\'
+# kmod's index (modules.alias.bin) compares bytes up to the first of these, then fnmatch()es the rest
+_INDEX_SPECIAL = '*?['
 _NEVER = object()
 
 
@@ -57,10 +59,10 @@ def normalize_alias(alias):
     return ''.join(out)
 
 
-def literal_prefix(pattern):
+def literal_prefix(pattern, special=_SPECIAL):
     """The part of a pattern before its first special character."""
     for i, c in enumerate(pattern):
-        if c in _SPECIAL:
+        if c in special:
             return pattern[:i]
     return pattern
 
@@ -82,12 +84,12 @@ def _bracket(pattern, i):
         c = pattern[j]
         if c == ']' and not first:
             body = ''.join(items)
+            if not body:  # every item was an empty range
+                return ('(?s:.)' if negate else '(?!)'), j + 1
             return ('[^%s]' % body if negate else '[%s]' % body), j + 1
         first = False
-        if c == '[' and j + 1 < n and pattern[j + 1] == ':':
+        if c == '[' and j + 1 < n and pattern[j + 1] == ':' and pattern.find(':]', j + 2) >= 0:
             end = pattern.find(':]', j + 2)
-            if end < 0:
-                return None, i + 1
             name = pattern[j + 2:end]
             cls = _CLASSES.get(name)
             if cls is None:
@@ -109,9 +111,7 @@ def _bracket(pattern, i):
                 if k >= n:
                     return None, i + 1
                 hi = pattern[k]
-            if hi < lo:
-                items.append('(?!)')  # an empty range matches nothing, as in glibc
-            else:
+            if hi >= lo:  # a reversed range matches nothing, as in glibc
                 items.append('%s-%s' % (re.escape(lo), re.escape(hi)))
             j = k + 1
             continue
@@ -161,7 +161,14 @@ def translate(pattern):
 
 
 def fnmatch(pattern, name):
-    """glibc fnmatch(pattern, name, 0) == 0."""
+    """glibc fnmatch(pattern, name, 0) == 0.
+
+    Exact for every pattern kmod can hold (kmod's alias_normalize() rejects any ']' outside
+    a bracket, so character classes never reach it); for the constructs kmod cannot hold,
+    an unknown class name, ``[.x.]``, ``[=x=]`` and a range running into the end of an
+    unclosed bracket, it may differ from glibc, where glibc
+    may still match when an earlier member of the same bracket does.
+    """
     rx = translate(pattern)
     return bool(rx and rx.match(name))
 
@@ -169,7 +176,7 @@ def fnmatch(pattern, name):
 class Alias:
     """One alias line: pattern, module, where it came from, and its position."""
 
-    __slots__ = ('pattern', 'module', 'source', 'location', 'order', '_rx')
+    __slots__ = ('pattern', 'module', 'source', 'location', 'order', 'prefix', '_rx')
 
     def __init__(self, pattern, module, source, location, order):
         self.pattern = pattern
@@ -177,6 +184,9 @@ class Alias:
         self.source = source
         self.location = location
         self.order = order
+        # modprobe.d aliases go through fnmatch() whole; indexed ones (modules.alias, built-in)
+        # through kmod's trie: a literal prefix, then fnmatch() of the rest
+        self.prefix = literal_prefix(pattern, _SPECIAL if source == SOURCE_CONFIG else _INDEX_SPECIAL)
         self._rx = False
 
     @property
@@ -184,9 +194,10 @@ class Alias:
         return self.pattern.count('*')
 
     def matches(self, name):
+        """Whether name matches; the caller (the index) has checked that name starts with prefix."""
         if self._rx is False:
-            self._rx = translate(self.pattern)
-        return bool(self._rx and self._rx.match(name))
+            self._rx = translate(self.pattern[len(self.prefix):])
+        return bool(self._rx and self._rx.match(name, len(self.prefix)))
 
     def sort_key(self):
         """Best first: a modprobe.d alias wins outright, then fewest '*', then file order."""
@@ -206,7 +217,7 @@ class AliasIndex:
         self.count = 0
 
     def add(self, alias):
-        key = literal_prefix(alias.pattern)
+        key = alias.prefix
         self._by_prefix.setdefault(key, []).append(alias)
         self._lengths.add(len(key))
         self.count += 1
@@ -245,7 +256,8 @@ class ModprobeConfig:
 
     @staticmethod
     def _files(dirs):
-        """kmod order: *.conf files sorted by name; a name in an earlier dir hides later ones."""
+        """kmod order: *.conf and *.alias files (not dot-files) sorted by name; a name in an
+        earlier dir hides the same name in later ones."""
         chosen = {}
         for d in dirs:
             try:
@@ -253,7 +265,8 @@ class ModprobeConfig:
             except OSError:
                 continue
             for name in names:
-                if name.endswith('.conf') and name not in chosen:
+                if (name.endswith('.conf') or name.endswith('.alias')) and not name.startswith('.') \
+                        and name not in chosen:
                     chosen[name] = os.path.join(d, name)
         return [chosen[n] for n in sorted(chosen)]
 
@@ -271,8 +284,8 @@ class ModprobeConfig:
                 i += 1
                 line = line[:-1] + lines[i]
             i += 1
-            words = line.split('#', 1)[0].split()
-            if not words:
+            words = line.split()
+            if not words or words[0].startswith('#'):  # kmod: '#' starts a comment only as a line's first word
                 continue
             where = '%s:%d' % (path, lineno)
             cmd = words[0]
@@ -321,8 +334,9 @@ class ModuleTree:
             if not line.startswith('alias '):
                 continue
             words = line.split()
-            if len(words) >= 3:
-                self.aliases.add(Alias(words[1], words[2], SOURCE_ALIASES, '%s:%d' % (path, lineno),
+            pattern = normalize_alias(words[1]) if len(words) >= 3 else None
+            if pattern is not None:  # depmod leaves unnormalizable patterns out of its index
+                self.aliases.add(Alias(pattern, words[2], SOURCE_ALIASES, '%s:%d' % (path, lineno),
                                        self.aliases.count))
 
     def _load_builtin_modinfo(self):
@@ -335,7 +349,9 @@ class ModuleTree:
             if not sep:
                 continue
             if rest.startswith('alias='):
-                self.aliases.add(Alias(rest[6:], module, SOURCE_BUILTIN, path, self.aliases.count))
+                pattern = normalize_alias(rest[6:])
+                if pattern is not None:
+                    self.aliases.add(Alias(pattern, module, SOURCE_BUILTIN, path, self.aliases.count))
             self.modules.setdefault(normalize_module(module), 'builtin')
 
     def _load_modules(self):
@@ -396,7 +412,10 @@ class Resolver:
         (tier, wildcard count) is flagged ambiguous and resolved by file order.
         """
         cands = self.candidates(alias)
-        usable = [c for c in cands if not c['blacklisted']]
+        # a matching modprobe.d alias wins outright: kmod then never looks further, even
+        # when that alias's module is blacklisted (and so loads nothing)
+        tier = _TIER[cands[0]['source']] if cands else None
+        usable = [c for c in cands if not c['blacklisted'] and _TIER[c['source']] == tier]
         if not usable:
             return None, False, cands
         best = usable[0]
