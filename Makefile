@@ -1,0 +1,114 @@
+# hypervisor.vfio — set-up, quality gates and demo.
+#
+#   make test     set everything up, run every gate, print a timing table (what CI runs)
+#   make demo     set everything up, boot the lab VM, converge it, show drivers, tear down
+#   make <gate>   run one gate alone: sanity units pytest lint docs-lint build importer
+#                 changelog-lint integration molecule
+#   make venv     only the Python venv (.venv/), make apt-deps only the Debian packages
+#   make clean    remove build output and caches (keeps .venv); make distclean also .venv
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+REPO  := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+VENV  := $(REPO)/.venv
+BIN   := $(VENV)/bin
+STAMP := $(REPO)/.cache/stamps
+BUILD := $(REPO)/build
+export PATH := $(BIN):$(PATH)
+# Keep Ansible's state for the gates out of $HOME.
+export ANSIBLE_HOME ?= $(REPO)/.cache/ansible-home
+export ANSIBLE_LOCAL_TEMP ?= $(REPO)/.cache/ansible-tmp
+
+# Always-on gates, in order (cheap first).
+GATES := changelog-lint build importer docs-lint lint pytest units sanity
+# Gates that need the lab: included in 'make test' only once their files exist.
+INTEGRATION_NEEDS := lab/labctl tests/integration/conftest.py
+MOLECULE_NEEDS    := lab/labctl extensions/molecule/run.sh extensions/molecule/default/molecule.yml
+missing = $(strip $(foreach f,$(1),$(if $(wildcard $(REPO)/$(f)),,$(f))))
+OPTIONAL_GATES := $(if $(call missing,$(INTEGRATION_NEEDS)),,integration) \
+                  $(if $(call missing,$(MOLECULE_NEEDS)),,molecule)
+
+.PHONY: help setup venv apt-deps test demo clean distclean \
+        sanity units pytest lint docs-lint build importer changelog-lint integration molecule
+
+help:
+	@sed -n '2,10s/^# \{0,1\}//p' $(REPO)/Makefile
+
+# ---------------------------------------------------------------- set-up
+setup: apt-deps venv
+
+apt-deps:
+	@$(REPO)/hack/apt-deps
+
+venv: $(STAMP)/venv
+
+# Rebuilt only when the pins or the interpreter choice change.
+$(STAMP)/venv: $(REPO)/requirements.txt $(REPO)/hack/find-python
+	@py="$$($(REPO)/hack/find-python)"; \
+	if [ ! -x $(BIN)/python ] || [ "$$(realpath $(BIN)/python)" != "$$(realpath "$$py")" ]; then \
+	  echo "venv: creating $(VENV) with $$py ($$($$py --version))"; \
+	  rm -rf $(VENV); "$$py" -m venv $(VENV); \
+	fi
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r $(REPO)/requirements.txt
+	$(BIN)/python -m pip check
+	@mkdir -p $(STAMP) && touch $@
+	@echo "venv: ready ($$($(BIN)/python --version), ansible-core $$($(BIN)/python -c 'import ansible; print(ansible.__version__)'))"
+
+# ---------------------------------------------------------------- all gates
+test: setup
+	@for g in integration molecule; do \
+	  case " $(OPTIONAL_GATES) " in *" $$g "*) ;; *) \
+	    echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"; \
+	    echo "!!! SKIPPING gate '$$g': missing $$( [ $$g = integration ] && echo '$(call missing,$(INTEGRATION_NEEDS))' || echo '$(call missing,$(MOLECULE_NEEDS))')"; \
+	    echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"; ;; \
+	  esac; \
+	done
+	@MAKE="$(MAKE)" $(REPO)/hack/run-gates $(GATES) $(OPTIONAL_GATES)
+
+# ---------------------------------------------------------------- gates
+sanity: venv
+	$(REPO)/hack/ansible-test-gate sanity
+
+units: venv
+	$(REPO)/hack/ansible-test-gate units
+
+# Plain pytest from the repo root (pytest.ini: testpaths, collection import path).
+pytest: venv
+	cd $(REPO) && $(BIN)/pytest
+
+lint: venv
+	cd $(REPO) && $(BIN)/ansible-lint
+
+docs-lint: venv
+	$(REPO)/hack/docs-lint
+
+changelog-lint: venv
+	cd $(REPO) && $(BIN)/antsibull-changelog lint
+
+build: venv
+	$(REPO)/hack/build-collection
+
+importer: build
+	$(REPO)/hack/importer
+
+integration: setup
+	@for f in $(INTEGRATION_NEEDS); do [ -e $(REPO)/$$f ] || { echo "integration: cannot run, missing $$f" >&2; exit 1; }; done
+	cd $(REPO) && $(BIN)/pytest tests/integration
+
+molecule: setup
+	@for f in $(MOLECULE_NEEDS); do [ -e $(REPO)/$$f ] || { echo "molecule: cannot run, missing $$f" >&2; exit 1; }; done
+	$(REPO)/extensions/molecule/run.sh test -s default
+
+# ---------------------------------------------------------------- demo
+demo: setup
+	$(REPO)/hack/demo
+
+# ---------------------------------------------------------------- housekeeping
+clean:
+	rm -rf $(BUILD) $(REPO)/.cache/gates $(REPO)/.cache/ansible-test-home $(REPO)/.pytest_cache
+
+distclean: clean
+	rm -rf $(VENV) $(STAMP)
