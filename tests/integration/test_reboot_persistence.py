@@ -30,6 +30,25 @@ import time
 import pytest
 import yaml
 
+MARKERS = {
+    'lab': 'needs a QEMU lab guest (slow, real kernel)',
+    'reboot': 'reboots a lab/hostimage guest through firmware + GRUB (several minutes under TCG)',
+}
+
+
+def _register_markers():
+    # pytest.ini runs with --strict-markers; until it lists these markers, register them here
+    # before first use (pytest's MarkGenerator checks the 'markers' ini list on access).
+    config = getattr(pytest.mark, '_config', None)
+    if config is None:
+        return
+    known = set(line.split(':')[0].split('(')[0].strip() for line in config.getini('markers'))
+    for name, doc in MARKERS.items():
+        if name not in known:
+            config.addinivalue_line('markers', '%s: %s' % (name, doc))
+
+
+_register_markers()
 pytestmark = [pytest.mark.lab, pytest.mark.reboot]
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
