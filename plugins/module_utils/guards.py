@@ -130,10 +130,14 @@ class HostUsage:
     # -- block ---------------------------------------------------------------
     def _read_block(self):
         mounts = {}
+        shared = {}  # source tag of 9p/virtiofs mounts -> mount point
         for line in (self.fs.read_proc('self/mountinfo') or '').split('\n'):
             cols = line.split()
             if len(cols) >= 5:
                 mounts.setdefault(cols[2], cols[4])
+            tail = line.split(' - ', 1)[1].split() if ' - ' in line else []
+            if len(tail) >= 2 and tail[0] in ('9p', 'virtiofs'):
+                shared.setdefault(tail[1], cols[4])
         swaps = set()
         for line in (self.fs.read_proc('swaps') or '').split('\n')[1:]:
             cols = line.split()
@@ -142,14 +146,21 @@ class HostUsage:
         blocks = []
         for name in self.fs.listdir('class/block'):
             blocks.append((name, self.fs.realpath('class/block/' + name)))
-        self._block = (mounts, swaps, blocks)
+        self._block = (mounts, swaps, blocks, shared)
         return self._block
 
     def block_reasons(self, device_rel):
-        """Mounted filesystems, swap, and LVM/md/dm holders of the device's disks."""
-        mounts, swaps, blocks = self._block or self._read_block()
+        """Mounted filesystems, swap, and LVM/md/dm holders of the device's disks; mounted
+        virtio-9p shares."""
+        mounts, swaps, blocks, shared = self._block or self._read_block()
         root = self.fs.realpath(device_rel).rstrip('/') + '/'
         reasons = []
+        for child in self.fs.listdir(device_rel):
+            # a virtio-9p device has no block device: its mount tag names the filesystem
+            tag = self.fs.read_optional('%s/%s/mount_tag' % (device_rel, child)) if child.startswith('virtio') else None
+            tag = tag.strip('\0 \n') if tag else None
+            if tag and tag in shared:
+                reasons.append('its 9p filesystem %s is mounted on %s' % (tag, shared[tag]))
         for name, real in blocks:
             if not real.startswith(root):
                 continue

@@ -95,6 +95,11 @@ class Lab:
         return res['ansible_facts']['vfio']
 
 
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'lab: needs the lab VM (lab/labctl), boots one when none is given')
+    config.addinivalue_line('markers', 'reboot: reboots a lab guest that boots like a real host')
+
+
 @pytest.fixture(scope='session')
 def collections_path():
     d = tempfile.mkdtemp(prefix='vfio-itest-')

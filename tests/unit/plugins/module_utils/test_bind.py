@@ -374,3 +374,17 @@ def test_hot_unplug_during_run_is_a_clean_failure(host, kernel):
     assert f['rolled_back'] == [VIRTIO]
     assert any(NIC in p for p in f['rollback_problems'])
     assert state(host, kernel, VIRTIO) == ('virtio-pci', None)
+
+
+def test_mounted_9p_share_refused(host, kernel):
+    import os
+    host.add_device('0000:00:01.0', '1af4', '1049', cls='000200', driver='virtio-pci')
+    os.makedirs(os.path.join(host.dev_dir('0000:00:01.0'), 'virtio0'))
+    with open(os.path.join(host.dev_dir('0000:00:01.0'), 'virtio0', 'mount_tag'), 'w') as f:
+        f.write('/dev/root\0')
+    with open(os.path.join(host.proc, 'self/mountinfo'), 'a') as f:
+        f.write('25 1 0:23 / / ro,relatime - 9p /dev/root ro,access=any,trans=virtio\n')
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=['00:01.0'])
+    assert 'its 9p filesystem /dev/root is mounted on /' in str(e.value)
+    assert kernel.log == []
