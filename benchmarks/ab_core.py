@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+# -*- coding: utf-8 -*-
+# Copyright: hypervisor.vfio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A/B of the facts core between two checkouts, interleaved on one fake tree.
+
+    benchmarks/ab_core.py --a /work/main --b /tmp/scratch/main [--devices 1024] [--repeats 15]
+
+Builds one fake host (the facts_scale.py mix), starts one worker process per checkout (each
+imports its own plugins/), then asks them in turn, round after round, to time:
+context (HostContext: alias files parsed and indexed), scan (collect_facts with a prebuilt
+context) and core (both).  Ratios are per-round medians, so a busy neighbour hits A and B alike.
+It also checks that both checkouts return the same facts.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+WORKER = r'''
+import json, os, sys, tempfile, time
+repo, params = sys.argv[1], json.loads(sys.argv[2])
+root = tempfile.mkdtemp(prefix='vfio-ab-ac-')
+os.makedirs(os.path.join(root, 'ansible_collections', 'hypervisor'))
+os.symlink(repo, os.path.join(root, 'ansible_collections', 'hypervisor', 'vfio'))
+sys.path.insert(0, root)
+from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
+from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
+for line in sys.stdin:
+    what = line.strip()
+    if what == 'facts':
+        out = collect_facts(HostContext(params))
+        sys.stdout.write(json.dumps(out, sort_keys=True) + '\n')
+    else:
+        t0 = time.perf_counter()
+        host = HostContext(params)
+        t1 = time.perf_counter()
+        collect_facts(host)
+        t2 = time.perf_counter()
+        sys.stdout.write(json.dumps({'context': t1 - t0, 'scan': t2 - t1, 'core': t2 - t0}) + '\n')
+    sys.stdout.flush()
+'''
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--a', required=True, help='checkout A (the baseline)')
+    ap.add_argument('--b', required=True, help='checkout B (the change)')
+    ap.add_argument('--devices', type=int, default=1024)
+    ap.add_argument('--repeats', type=int, default=15)
+    ap.add_argument('--tmpdir', default='/dev/shm' if os.access('/dev/shm', os.W_OK) else None)
+    args = ap.parse_args()
+    sys.path.insert(0, HERE)
+    import _bench as B
+    from facts_scale import Tree
+    modules_dir, release, origin = B.find_module_tree()
+    tmp = tempfile.mkdtemp(prefix='vfio-ab-', dir=args.tmpdir)
+    try:
+        tree = Tree(os.path.join(tmp, 'host'), args.devices, modules_dir, release)
+        params = json.dumps(tree.params())
+        workers = dict((k, subprocess.Popen([sys.executable, '-c', WORKER, os.path.abspath(repo), params],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            universal_newlines=True))
+                       for k, repo in (('A', args.a), ('B', args.b)))
+
+        def ask(k, what):
+            workers[k].stdin.write(what + '\n')
+            workers[k].stdin.flush()
+            return workers[k].stdout.readline()
+
+        same = json.loads(ask('A', 'facts')) == json.loads(ask('B', 'facts'))
+        rounds = {'A': [], 'B': []}
+        for r in range(args.repeats + 1):
+            for k in (('A', 'B') if r % 2 else ('B', 'A')):
+                t = json.loads(ask(k, 'time'))
+                if r:
+                    rounds[k].append(t)
+        for w in workers.values():
+            w.stdin.close()
+            w.wait()
+        print('A = %s, B = %s, %d devices, %d rounds (alternating order), modules.alias: %s'
+              % (args.a, args.b, args.devices, args.repeats, origin))
+        print('same facts from A and B: %s' % same)
+        print()
+        rows = []
+        for part in ('context', 'scan', 'core'):
+            a = [x[part] for x in rounds['A']]
+            b = [x[part] for x in rounds['B']]
+            rows.append([part, B.fmt_ms(B.median(a)), B.fmt_ms(B.median(b)), '%.2f' % B.ratio_median(b, a)])
+        print(B.table(['part', 'A ms', 'B ms', 'B/A'], rows))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()
