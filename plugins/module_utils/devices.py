@@ -33,7 +33,22 @@ def _int_or_none(value):
         return None
 
 
-def read_device(fs, bus, address):
+def net_interfaces_by_path(fs):
+    """[(real path of the interface, name)] for every network interface.
+
+    An interface's directory is not always ``<device>/net/<if>``: a virtio NIC's sits
+    under its virtio child (``<device>/virtio0/net/eth0``), so devices are matched by
+    path prefix, like block devices.
+    """
+    return [(fs.realpath('class/net/' + name), name) for name in fs.listdir('class/net')]
+
+
+def _under(paths, device_real):
+    root = device_real.rstrip('/') + '/'
+    return sorted(name for real, name in paths if real.startswith(root))
+
+
+def read_device(fs, bus, address, netdevs=None):
     """One device's record.  Attributes the kernel does not expose are None."""
     base = bus.device_dir(address)
     rec = {'address': address, 'bus': bus.name}
@@ -57,7 +72,9 @@ def read_device(fs, bus, address):
     rec['virtfns'] = sorted(
         (fs.link_name(base + '/' + n) for n in fs.listdir(base) if n.startswith('virtfn')),
         key=lambda a: a or '')
-    rec['net_interfaces'] = fs.listdir(base + '/net')
+    if netdevs is None:
+        netdevs = net_interfaces_by_path(fs)
+    rec['net_interfaces'] = _under(netdevs, fs.realpath(base))
     rec['vfio_dev'] = fs.listdir(base + '/vfio-dev')
     rec['is_bridge'] = bool(rec['class'] and rec['class'][:4] in bus.bridge_classes)
     return rec
@@ -65,7 +82,8 @@ def read_device(fs, bus, address):
 
 def scan(fs, bus):
     """Every device of the bus, keyed by address."""
-    return dict((addr, read_device(fs, bus, addr)) for addr in fs.listdir(bus.devices_dir()))
+    netdevs = net_interfaces_by_path(fs)
+    return dict((addr, read_device(fs, bus, addr, netdevs)) for addr in fs.listdir(bus.devices_dir()))
 
 
 def iommu_groups(fs):

@@ -14,6 +14,7 @@ __metaclass__ = type
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import tempfile
@@ -75,18 +76,19 @@ class Lab:
 
     def module(self, name, args=None, check=False, diff=False, timeout=600):
         """Run hypervisor.vfio.<name> on the lab host; return (ok, result dict)."""
-        argv = [_bin('ansible'), self.name, '-i', self.inventory, '-m', 'hypervisor.vfio.' + name,
-                '-a', json.dumps(args or {})]
+        argv = [_bin('ansible'), self.name, '-i', self.inventory, '-m', 'hypervisor.vfio.' + name]
+        if args:
+            argv += ['-a', json.dumps(args)]
         if check:
             argv.append('--check')
         if diff:
             argv.append('--diff')
         p = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=timeout)
         out = p.stdout
-        start = out.find('{')
-        if start < 0:
+        marker = re.search(r'^%s \| [A-Z!]+ => \{' % re.escape(self.name), out, re.M)
+        if not marker:
             raise AssertionError('no result from %s: rc=%d\n%s\n%s' % (' '.join(argv), p.returncode, out, p.stderr))
-        result = json.loads(out[start:out.rfind('}') + 1])
+        result = json.JSONDecoder().raw_decode(out, marker.end() - 1)[0]
         return p.returncode == 0 and not result.get('failed'), result
 
     def facts(self):

@@ -136,8 +136,11 @@ class FakeHost:
             n = len([x for x in os.listdir(pf) if x.startswith('virtfn')])
             _link(os.path.join(pf, 'virtfn%d' % n), d)
         for ifname in net:
-            os.makedirs(os.path.join(d, 'net', ifname))
-            _link(os.path.join(self.sys, 'class/net', ifname), os.path.join(d, 'net', ifname))
+            # virtio NICs hang their interface under the virtio child device, others directly
+            ndir = os.path.join(d, 'virtio%d' % len(net), 'net', ifname) if vendor == '1af4' \
+                else os.path.join(d, 'net', ifname)
+            os.makedirs(ndir)
+            _link(os.path.join(self.sys, 'class/net', ifname), ndir)
         for i, disk in enumerate(block):
             bdir = os.path.join(d, 'virtio%d' % i, 'block', disk)
             os.makedirs(os.path.join(bdir, 'holders'))
