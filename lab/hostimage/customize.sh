@@ -5,7 +5,7 @@ set -euo pipefail
 R="$1"; PUB="$2"; LABEL="$3"
 in_root() { chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
 
-kver=$(cd "$R/lib/modules" && ls -1 | sort -V | tail -n1)
+kver=$(find "$R/lib/modules" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort -V | tail -n1)
 [[ -n "$kver" && -f "$R/boot/vmlinuz-$kver" ]] || { echo "no kernel installed in rootfs" >&2; exit 1; }
 echo "$kver" >"$R/etc/hostimage-kernel"
 

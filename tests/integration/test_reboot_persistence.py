@@ -162,7 +162,7 @@ class HostImage:
     def host_driver_probed(self, address):
         """Kernel log lines of this boot where the host driver took the device."""
         out = self.ssh('journalctl -k -b -o cat --no-pager | grep -F "%s %s" || true' % (HOST_DRIVER, address))
-        return [l for l in out.splitlines() if l.strip()]
+        return [line for line in out.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope='module')
