@@ -13,7 +13,7 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import Exe
 from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import HostUsage
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import BUSES
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import (
-    Planner, RequestError, diff_of, parse_request)
+    Planner, diff_of, parse_request)
 
 RESULT_KEYS = ('address', 'state', 'action', 'reason', 'module', 'driver_before', 'driver_after',
                'override_before', 'override_after', 'candidates', 'ambiguous', 'iommu_group', 'vendor',

@@ -28,7 +28,7 @@ description:
     step, the kernel's message and what to do.
   - Runs on one host are serialized by a lock file.
 author:
-  - hypervisor.vfio contributors
+  - hypervisor.vfio contributors (@hypervisor-vfio)
 extends_documentation_fragment:
   - hypervisor.vfio.host_paths
   - ansible.builtin.action_common_attributes

@@ -16,7 +16,7 @@ description:
   - Reads every PCI device from sysfs with its IDs, driver, C(driver_override), IOMMU group,
     NUMA node, SR-IOV state and network interfaces.
   - For each device, resolves the VFIO drivers that claim it the way the kernel's VFIO variant
-    algorithm does (libvirt >= 10.0 does the same): the device's C(modalias) prefixed with
+    algorithm does, as libvirt >= 10.0 does. The device's C(modalias) prefixed with
     C(vfio_) is matched, with kmod's glob rules, against the C(alias vfio_pci:...) lines of
     C(modules.alias), the aliases of built-in drivers and the modprobe configuration; the match
     with the fewest C(*) wins.
@@ -24,7 +24,7 @@ description:
   - Usable as a fact gatherer in C(gather_facts) (C(facts_modules = smart, hypervisor.vfio.vfio_facts)).
   - Reads only; never writes to sysfs or loads modules.
 author:
-  - hypervisor.vfio contributors
+  - hypervisor.vfio contributors (@hypervisor-vfio)
 extends_documentation_fragment:
   - hypervisor.vfio.host_paths
   - ansible.builtin.action_common_attributes

@@ -72,7 +72,21 @@ class Lab:
         return None if v in ('', '(null)') else v
 
     def state(self, address):
-        return self.driver(address), self.override(address)
+        return self.states([address])[address]
+
+    def states(self, addresses):
+        """{address: (driver, driver_override)} read in one SSH round trip."""
+        script = '; '.join(
+            'd=$(readlink /sys/bus/pci/devices/%s/driver); o=$(cat /sys/bus/pci/devices/%s/driver_override); '
+            'echo "%s ${d##*/} ${o:-(null)}"' % (a, a, a) for a in addresses)
+        out = {}
+        for line in self.ssh(script).splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                out[parts[0]] = (parts[1], None if parts[2] == '(null)' else parts[2])
+            elif len(parts) == 2:  # no driver: the ${d##*/} word is empty
+                out[parts[0]] = (None, None if parts[1] == '(null)' else parts[1])
+        return out
 
     def module(self, name, args=None, check=False, diff=False, timeout=600):
         """Run hypervisor.vfio.<name> on the lab host; return (ok, result dict)."""
@@ -137,7 +151,7 @@ def clean(lab):
     """Every test starts and ends with the lab devices on their boot-time drivers."""
     wanted = [a for k, a in lab.devices.items() if k not in ('mgmt', 'disk', 'group')]
     wanted += list(lab.devices.get('group') or [])
-    before = dict((a, lab.state(a)) for a in wanted)
+    before = lab.states(wanted)
     yield before
     lab.ssh('for p in /sys/module/vfio_testdev/parameters/*; do echo 0 > $p; done 2>/dev/null; true')
     ok, res = lab.module('vfio_bind', {'devices': wanted, 'state': 'host', 'timeout': 30, 'force': True})

@@ -53,12 +53,12 @@ def test_virtio_net_gets_its_variant(lab, clean):
 
 def test_check_mode_writes_nothing(lab, clean):
     addrs = [lab.devices['generic'], lab.devices['variant'], lab.devices['testdev']]
-    before = dict((a, lab.state(a)) for a in addrs)
+    before = lab.states(addrs)
     modules_before = lab.ssh('ls /sys/module | grep vfio || true')
     ok, res = lab.module('vfio_bind', {'devices': addrs}, check=True, diff=True)
     assert ok and res['changed'], res
     assert [d['result'] for d in res['devices']] == ['planned'] * 3
-    assert dict((a, lab.state(a)) for a in addrs) == before
+    assert lab.states(addrs) == before
     assert lab.ssh('ls /sys/module | grep vfio || true') == modules_before
 
 
