@@ -9,6 +9,7 @@ Nothing here writes outside a temporary directory and the repository's ``.cache/
 
 from __future__ import absolute_import, division, print_function
 
+import atexit
 import glob
 import os
 import platform
@@ -45,6 +46,7 @@ def import_collection():
         os.makedirs(os.path.join(root, 'ansible_collections', 'hypervisor'))
         os.symlink(REPO, os.path.join(root, 'ansible_collections', 'hypervisor', 'vfio'))
         sys.path.insert(0, root)
+        atexit.register(shutil.rmtree, root, True)
         _COLLECTION_ROOT = root
     return _COLLECTION_ROOT
 

@@ -33,6 +33,8 @@ root = tempfile.mkdtemp(prefix='vfio-ab-ac-')
 os.makedirs(os.path.join(root, 'ansible_collections', 'hypervisor'))
 os.symlink(repo, os.path.join(root, 'ansible_collections', 'hypervisor', 'vfio'))
 sys.path.insert(0, root)
+import atexit, shutil
+atexit.register(shutil.rmtree, root, True)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
 from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
 for line in sys.stdin:
