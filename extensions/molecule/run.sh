@@ -20,6 +20,9 @@ export HOSTIMAGE_NAME="${HOSTIMAGE_NAME:-molecule}"
 export MOLECULE_HOSTIMAGE_INVENTORY="${MOLECULE_HOSTIMAGE_INVENTORY:-$repo/.lab/hostimage-$HOSTIMAGE_NAME/inventory.yml}"
 export MOLECULE_LAB_INVENTORY="${MOLECULE_LAB_INVENTORY:-$repo/.lab/$LAB_NAME/inventory.yml}"
 export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}"
+# The project venv's molecule when there is one, else the one on PATH (resolved before the cd).
+molecule="$repo/.venv/bin/molecule"
+[ -x "$molecule" ] || molecule="$(command -v molecule)" || { echo "molecule not found" >&2; exit 2; }
 cd "$repo/extensions"
 if [ $# -eq 0 ]; then set -- test -s default; fi
-exec molecule "$@"
+exec "$molecule" "$@"
