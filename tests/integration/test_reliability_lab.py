@@ -140,4 +140,3 @@ def test_group_sharing_functions(lab, clean):
     assert sorted(d['address'] for d in res['devices']) == sorted(group)
     for a in group:
         assert lab.facts()['devices'][a]['vfio_bound']
-

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: hypervisor.vfio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -430,8 +429,8 @@ def build_from_deb(deb, depmod, modprobe, source):
         if os.path.exists(final):
             shutil.rmtree(final)
         os.rename(dest_parent, final)
-        log('oracle ready: %s (%d alias lines, %d pci)' % (final, manifest['alias_lines'],
-                                                            manifest['pci_alias_lines']))
+        log('oracle ready: %s (%d alias lines, %d pci)'
+            % (final, manifest['alias_lines'], manifest['pci_alias_lines']))
         return manifest
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -23,7 +23,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ctypes
-import os
 import random
 import re
 import time
@@ -63,13 +62,13 @@ def _fill(subpattern, width, rng, pool=None):
     stars = [i for i, t in enumerate(toks) if t == '*']
     free = max(0, width - (len(toks) - len(stars)))
     share = [0] * len(stars)
-    for _ in range(free if stars else 0):
+    for dummy in range(free if stars else 0):
         share[rng.randrange(len(stars))] += 1
     out = []
     k = 0
     for t in toks:
         if t == '*':
-            out.append(''.join(rng.choice(HEX) for _ in range(share[k])))
+            out.append(''.join(rng.choice(HEX) for dummy in range(share[k])))
             k += 1
         elif t == '?':
             out.append(rng.choice(HEX))
@@ -87,7 +86,7 @@ def _fill_generic(pattern, rng):
     out = []
     for t in _tokens(pattern):
         if t == '*':
-            out.append(''.join(rng.choice(HEX + 'xyz_:') for _ in range(rng.randrange(4))))
+            out.append(''.join(rng.choice(HEX + 'xyz_:') for dummy in range(rng.randrange(4))))
         elif t == '?':
             out.append(rng.choice(HEX))
         elif t.startswith('[') and len(t) > 1:
@@ -149,7 +148,7 @@ class Generated:
                        (0x10DE, 0x2348), (0x10DE, 0x2941), (0x8086, 0x4941), (0x8086, 0x4943),
                        (0x8086, 0x4945), (0x8086, 0x4949), (0x1AF4, 0x1000), (0x15B3, 0x101F)]
         for v, d in variant_ids:
-            for _ in range(4):
+            for dummy in range(4):
                 self.vfio.append('vfio_pci:v%08Xd%08Xsv%08Xsd%08Xbc%02Xsc%02Xi%02X' % (
                     v, d, rng.choice((v, 0x1014, 0x15D9)), rng.randrange(0x10000),
                     rng.choice((2, 3, 0x12, 0x0B)), rng.randrange(0x81), 0))

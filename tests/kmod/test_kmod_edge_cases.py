@@ -64,8 +64,8 @@ def _compare(aliases, modprobe, root, confdirs, query):
     res = aliases.Resolver(os.path.join(root, 'lib', 'modules'), RELEASE, confdirs)
     expected = modprobe.resolve(query, confdirs, root, RELEASE)
     got = set(res.kmod_lookup(query))
-    assert got == expected, 'query %r: modprobe -R %s, kmod_lookup %s' % (query, sorted(expected),
-                                                                         sorted(got))
+    assert got == expected, 'query %r: modprobe -R %s, kmod_lookup %s' % (
+        query, sorted(expected), sorted(got))
     return expected
 
 
@@ -110,8 +110,8 @@ def test_patterns_depmod_does_not_index_never_match(query, aliases, modprobe, ed
 
 
 @pytest.mark.parametrize('query', BACKSLASH)
-def test_backslash_in_literal_prefix_is_literal_for_kmod_index(query, aliases, modprobe, edge_tree,
-                                                                empty_conf):
+def test_backslash_in_literal_prefix_is_literal_for_kmod_index(
+        query, aliases, modprobe, edge_tree, empty_conf):
     _compare(aliases, modprobe, edge_tree, [empty_conf], query)
 
 

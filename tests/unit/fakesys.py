@@ -230,7 +230,9 @@ class FakeKernel(KernelFS):
         return None if v == '(null)' else v
 
     def _ids(self, addr):
-        read = lambda a: open(os.path.join(self._dev(addr), a)).read().strip()[2:]
+        def read(attr):
+            with open(os.path.join(self._dev(addr), attr)) as f:
+                return f.read().strip()[2:]
         return read('vendor'), read('device')
 
     def _module_of_driver(self, driver):
