@@ -19,6 +19,8 @@ __metaclass__ = type
 import os
 import re
 
+from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import unique
+
 DEFAULT_MODPROBE_CONFIG_DIRS = ('/etc/modprobe.d', '/run/modprobe.d', '/usr/local/lib/modprobe.d',
                                 '/usr/lib/modprobe.d', '/lib/modprobe.d')
 
@@ -396,7 +398,7 @@ class Resolver:
                 if index is self.tree.aliases:
                     regular = [a for a in found if a.source == SOURCE_ALIASES]
                     found = regular or found
-                return _unique(a.module for a in found)
+                return unique(a.module for a in found)
         return []
 
     def candidates(self, alias):
@@ -428,10 +430,3 @@ class Resolver:
         """'module', 'builtin' or None: whether this kernel release has the module."""
         return self.tree.modules.get(normalize_module(module))
 
-
-def _unique(items):
-    seen = []
-    for item in items:
-        if item not in seen:
-            seen.append(item)
-    return seen

@@ -16,6 +16,8 @@ import os
 import socket
 import struct
 
+from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import unique
+
 
 def _ipv4_from_hex(word):
     """/proc/net/route stores addresses as host-order hex words."""
@@ -125,7 +127,7 @@ class HostUsage:
                 # scope 0x20 is link-local: every up interface has one; not "configured"
                 if any(a[0] == dev and a[2] not in (0x10, 0x20) for a in v6):
                     reasons.append('network interface %s%s has an IPv6 address' % (dev, via))
-        return _unique(reasons)
+        return unique(reasons)
 
     # -- block ---------------------------------------------------------------
     def _read_block(self):
@@ -200,12 +202,5 @@ class HostUsage:
         for path in paths:
             for pid, comm in users.get(path, ()):
                 reasons.append('%s is open by pid %d (%s), a VM or another VFIO user' % (path, pid, comm))
-        return _unique(reasons)
+        return unique(reasons)
 
-
-def _unique(items):
-    out = []
-    for item in items:
-        if item not in out:
-            out.append(item)
-    return out

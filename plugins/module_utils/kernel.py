@@ -188,18 +188,7 @@ class KernelFS:
         path = self.sys(rel)
         data = value.encode('utf-8') if not isinstance(value, bytes) else value
         self.writes += 1
-        if timeout is None:
-            try:
-                fd = os.open(path, os.O_WRONLY)
-                try:
-                    os.write(fd, data)
-                finally:
-                    os.close(fd)
-            except OSError as e:
-                raise KernelError('write of %r to %s failed: %s' % (value, path, os.strerror(e.errno or 0)),
-                                  path, e.errno)
-            return
-        err = bounded_write(path, data, timeout)
+        err = write_once(path, data) if timeout is None else bounded_write(path, data, timeout)
         if err:
             raise KernelError('write of %r to %s failed: %s' % (value, path, os.strerror(err)), path, err)
 
@@ -258,6 +247,28 @@ def _close_inherited_fds(keep):
                 pass
 
 
+def write_once(path, data):
+    """One write(2) of data to path (sysfs acts on each write); return its errno, 0 on success."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        return e.errno or errno.EIO
+    return 0
+
+
+def unique(items):
+    """Items in first-seen order without repeats."""
+    out = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
+
+
 def bounded_write(path, data, timeout):
     """Write data to path in a child process; return its errno (0 on success).
 
@@ -274,14 +285,7 @@ def bounded_write(path, data, timeout):
             for std in (0, 1, 2):
                 os.dup2(devnull, std)
             _close_inherited_fds(wfd)
-            try:
-                fd = os.open(path, os.O_WRONLY)
-                try:
-                    os.write(fd, data)
-                finally:
-                    os.close(fd)
-            except OSError as e:
-                code = e.errno or errno.EIO
+            code = write_once(path, data)
             os.write(wfd, str(code).encode('ascii'))
         finally:
             os._exit(0)

@@ -17,6 +17,7 @@ import re
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
 from ansible_collections.hypervisor.vfio.plugins.module_utils.aliases import normalize_module
+from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import unique
 
 STATES = ('vfio', 'host')
 GROUP_POLICIES = ('strict', 'all', 'ignore')
@@ -248,7 +249,7 @@ class Planner:
         if ambiguous:
             rivals = [c['module'] for c in cands if c['wildcards'] == cands[0]['wildcards']]
             warnings.append('ambiguous VFIO variants %s tie with %d wildcards; %s wins by file order '
-                            '(pin driver: to choose)' % (', '.join(_unique(rivals)), cands[0]['wildcards'], best))
+                            '(pin driver: to choose)' % (', '.join(unique(rivals)), cands[0]['wildcards'], best))
         return best, cands, ambiguous, warnings
 
     def _available(self, module):
@@ -302,7 +303,7 @@ class Planner:
         entry = self._entry(rec, 'host', item.label)
         host_mods = []
         if rec['modalias']:
-            host_mods = _unique(a.module for a in self.resolver.matches(rec['modalias'])
+            host_mods = unique(a.module for a in self.resolver.matches(rec['modalias'])
                                 if not self.resolver.config.disabled_by(a.module))
         entry['host_modules'] = host_mods
         on_vfio = devs.is_vfio_driver(rec, self.vfio_modules)
@@ -395,7 +396,7 @@ class Planner:
             entries.append(self.plan_vfio(addr, item) if item.state == 'vfio' else self.plan_host(addr, item))
         for addr, via in self._group_check(entries, chosen):
             entries.append(self.plan_vfio(addr, Item(-1, {'address': addr}, 'vfio', None, False), via=via))
-        modules = _unique(e['module'] for e in entries if e['action'] in ('bind', 'rebind') and e['module'])
+        modules = unique(e['module'] for e in entries if e['action'] in ('bind', 'rebind') and e['module'])
         return {
             'devices': entries,
             'modules': modules,
@@ -412,10 +413,3 @@ def diff_of(plan):
         after[e['address']] = {'driver': e['driver_after'], 'driver_override': e['override_after']}
     return {'before': before, 'after': after}
 
-
-def _unique(items):
-    out = []
-    for item in items:
-        if item not in out:
-            out.append(item)
-    return out
