@@ -23,7 +23,7 @@ export ANSIBLE_HOME ?= $(REPO)/.cache/ansible-home
 export ANSIBLE_LOCAL_TEMP ?= $(REPO)/.cache/ansible-tmp
 
 # Always-on gates, in order (cheap first).
-GATES := changelog-lint build importer docs-lint lint pytest units sanity
+GATES := changelog-lint build importer docs-lint lint pytest core-py39 units sanity
 # Gates that need the lab: included in 'make test' only once their files exist.
 INTEGRATION_NEEDS := lab/labctl tests/integration/conftest.py
 MOLECULE_NEEDS    := lab/labctl extensions/molecule/run.sh extensions/molecule/default/molecule.yml
@@ -32,7 +32,7 @@ OPTIONAL_GATES := $(if $(call missing,$(INTEGRATION_NEEDS)),,integration) \
                   $(if $(call missing,$(MOLECULE_NEEDS)),,molecule)
 
 .PHONY: help setup venv apt-deps test demo clean distclean \
-        sanity units pytest lint docs-lint build importer changelog-lint integration molecule
+        sanity units pytest core-py39 lint docs-lint build importer changelog-lint integration molecule
 
 help:
 	@sed -n '2,10s/^# \{0,1\}//p' $(REPO)/Makefile
@@ -74,6 +74,10 @@ sanity: venv
 
 units: venv
 	$(REPO)/hack/ansible-test-gate units
+
+# The module core's unit tests on Python 3.9, the oldest Python of managed hosts.
+core-py39:
+	$(REPO)/hack/core-py39
 
 # Plain pytest from the repo root (pytest.ini: testpaths, collection import path).
 pytest: venv
