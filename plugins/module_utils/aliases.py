@@ -42,6 +42,8 @@ def normalize_module(name):
 
 def normalize_alias(alias):
     """kmod's alias_normalize(): '-' becomes '_' outside bracket expressions."""
+    if '[' not in alias and ']' not in alias:
+        return alias.replace('-', '_')
     out = []
     i = 0
     n = len(alias)
@@ -63,10 +65,14 @@ def normalize_alias(alias):
 
 def literal_prefix(pattern, special=_SPECIAL):
     """The part of a pattern before its first special character."""
-    for i, c in enumerate(pattern):
-        if c in special:
-            return pattern[:i]
-    return pattern
+    rx = _SPECIAL_RX.get(special)
+    if rx is None:
+        rx = _SPECIAL_RX[special] = re.compile('[%s]' % re.escape(special))
+    m = rx.search(pattern)
+    return pattern[:m.start()] if m else pattern
+
+
+_SPECIAL_RX = {}
 
 
 def _bracket(pattern, i):
@@ -237,6 +243,51 @@ class AliasIndex:
         return found
 
 
+class LazyAliasIndex(AliasIndex):
+    """An AliasIndex over the text of modules.alias that parses only what lookups can match.
+
+    A pattern can match a name only if its literal prefix is a prefix of the name.  So a
+    lookup of ``vfio_pci:v...`` needs the lines whose pattern starts with ``vfio_pci:`` (or
+    ``vfio-pci:``), and the few whose first special character comes before any ':'
+    (``acpi*:...``, ``char-major-67-*``); both are found by a regex over the whole text (C
+    speed), not by a Python loop over every line.  Order is the byte offset: file order.
+    """
+
+    _WILD = re.compile(r'^alias [^\S\n]*([^\s:*?\[]*[*?\[]\S*)[^\S\n]+(\S+)', re.M)
+
+    def __init__(self, text, path):
+        super(LazyAliasIndex, self).__init__()
+        self._text = text
+        self._path = path
+        self._heads = set()
+        self._wild = False
+        self.count = len(text) + 1   # orders of later add()s (built-ins) come after the file's
+
+    def _load(self, rx):
+        text, pos, line = self._text, 0, 1
+        for m in rx.finditer(text):
+            line += text.count('\n', pos, m.start())
+            pos = m.start()
+            pattern = normalize_alias(m.group(1))
+            if pattern is None:
+                continue
+            alias = Alias(pattern, m.group(2), SOURCE_ALIASES, '%s:%d' % (self._path, line), m.start())
+            self._by_prefix.setdefault(alias.prefix, []).append(alias)
+            self._lengths.add(len(alias.prefix))
+
+    def lookup(self, name):
+        if not self._wild:
+            self._wild = True
+            self._load(self._WILD)
+        i = name.find(':')
+        head = name[:i + 1] if i >= 0 else name
+        if head not in self._heads:
+            self._heads.add(head)
+            hp = ''.join('[-_]' if c == '_' else re.escape(c) for c in head)
+            self._load(re.compile(r'^alias [^\S\n]*(%s%s)[^\S\n]+(\S+)' % (hp, r'\S*' if i >= 0 else ''), re.M))
+        return super(LazyAliasIndex, self).lookup(name)
+
+
 def _read_text(path):
     try:
         with open(path, 'rb') as f:
@@ -332,14 +383,7 @@ class ModuleTree:
         if text is None:
             return
         self.alias_file_found = True
-        for lineno, line in enumerate(text.split('\n'), 1):
-            if not line.startswith('alias '):
-                continue
-            words = line.split()
-            pattern = normalize_alias(words[1]) if len(words) >= 3 else None
-            if pattern is not None:  # depmod leaves unnormalizable patterns out of its index
-                self.aliases.add(Alias(pattern, words[2], SOURCE_ALIASES, '%s:%d' % (path, lineno),
-                                       self.aliases.count))
+        self.aliases = LazyAliasIndex(text, path)
 
     def _load_builtin_modinfo(self):
         path = os.path.join(self.base, 'modules.builtin.modinfo')

@@ -40,12 +40,17 @@ def net_interfaces_by_path(fs):
     under its virtio child (``<device>/virtio0/net/eth0``), so devices are matched by
     path prefix, like block devices.
     """
-    return [(fs.realpath('class/net/' + name), name) for name in fs.listdir('class/net')]
+    index = {}
+    for name in fs.listdir('class/net'):
+        d = os.path.dirname(fs.realpath('class/net/' + name))
+        while len(d) > 1:   # every ancestor directory of the interface owns it
+            index.setdefault(d, []).append(name)
+            d = os.path.dirname(d)
+    return index
 
 
-def _under(paths, device_real):
-    root = device_real.rstrip('/') + '/'
-    return sorted(name for real, name in paths if real.startswith(root))
+def _under(index, device_real):
+    return sorted(index.get(device_real.rstrip('/'), ()))
 
 
 def read_device(fs, bus, address, netdevs=None):

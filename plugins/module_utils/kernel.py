@@ -108,7 +108,7 @@ class KernelFS:
 
     # -- paths -------------------------------------------------------------
     def sys(self, rel):
-        return os.path.join(self.sysfs_path, rel)
+        return self.sysfs_path + '/' + rel if rel[:1] != '/' else rel
 
     def proc(self, rel):
         return os.path.join(self.procfs_path, rel)
@@ -117,8 +117,17 @@ class KernelFS:
     @staticmethod
     def _read(path):
         try:
-            with open(path, 'rb') as f:
-                return f.read().decode('utf-8', 'replace')
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                chunks = []
+                while True:
+                    b = os.read(fd, 65536)
+                    if not b:
+                        break
+                    chunks.append(b)
+            finally:
+                os.close(fd)
+            return b''.join(chunks).decode('utf-8', 'replace')
         except (IOError, OSError) as e:
             if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENODEV, errno.ENXIO):
                 return None
