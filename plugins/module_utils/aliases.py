@@ -473,4 +473,3 @@ class Resolver:
     def availability(self, module):
         """'module', 'builtin' or None: whether this kernel release has the module."""
         return self.tree.modules.get(normalize_module(module))
-

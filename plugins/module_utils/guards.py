@@ -203,4 +203,3 @@ class HostUsage:
             for pid, comm in users.get(path, ()):
                 reasons.append('%s is open by pid %d (%s), a VM or another VFIO user' % (path, pid, comm))
         return unique(reasons)
-

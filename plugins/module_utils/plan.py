@@ -304,7 +304,7 @@ class Planner:
         host_mods = []
         if rec['modalias']:
             host_mods = unique(a.module for a in self.resolver.matches(rec['modalias'])
-                                if not self.resolver.config.disabled_by(a.module))
+                               if not self.resolver.config.disabled_by(a.module))
         entry['host_modules'] = host_mods
         on_vfio = devs.is_vfio_driver(rec, self.vfio_modules)
         entry['override_after'] = None
@@ -412,4 +412,3 @@ def diff_of(plan):
         before[e['address']] = {'driver': e['driver_before'], 'driver_override': e['override_before']}
         after[e['address']] = {'driver': e['driver_after'], 'driver_override': e['override_after']}
     return {'before': before, 'after': after}
-
