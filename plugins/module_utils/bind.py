@@ -46,9 +46,17 @@ def modprobe_args(host, running_release):
     return args
 
 
-def run_bind(params, host, run, check_mode=False, environ=None, bus_name='pci'):
-    """Do the whole job; return the module result or raise BindFailed / RequestError."""
+def run_bind(params, host, run, check_mode=False, environ=None, bus_name='pci', may_load_modules=None):
+    """Do the whole job; return the module result or raise BindFailed / RequestError.
+
+    ``run`` executes argv lists (modprobe).  modprobe acts on the kernel running here, so by
+    default it is used only when sysfs_path is this kernel's /sys; a fake tree's missing module
+    is then an error, never a real module load (``may_load_modules`` overrides, for a fake kernel).
+    """
     environ = os.environ if environ is None else environ
+    if may_load_modules is None:
+        may_load_modules = os.path.realpath(host.fs.sysfs_path) == '/sys'
+    params = dict(params, _may_load_modules=may_load_modules)
     bus = BUSES[bus_name]
     items = parse_request(params, bus)  # bad input fails here, before anything is read
     if check_mode:
@@ -83,7 +91,8 @@ def _plan_and_apply(params, host, run, items, bus, environ, check_mode):
     if host.kernel_release != running:
         raise BindFailed('vfio_bind acts on the running kernel %s; kernel_release=%s is for inspection with '
                          'vfio_facts only' % (running, host.kernel_release), {'devices': _report(plan)})
-    executor = Executor(host.fs, bus, run, timeout=params['timeout'], modprobe_args=modprobe_args(host, running))
+    executor = Executor(host.fs, bus, run, timeout=params['timeout'], modprobe_args=modprobe_args(host, running),
+                        may_load=params['_may_load_modules'])
     changed, failure = executor.apply(plan)
     result.update(changed=changed, devices=_report(plan), modules_loaded=executor.loaded, diff=diff_of(plan))
     result['warnings_list'] = [w for e in plan['devices'] for w in e['warnings']] + host.warnings()

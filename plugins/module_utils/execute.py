@@ -71,10 +71,12 @@ class HostLock:
 class Executor:
     """Applies a plan through the KernelFS; ``run`` executes argv lists (no shell)."""
 
-    def __init__(self, fs, bus, run, timeout=10, modprobe_args=()):
+    def __init__(self, fs, bus, run, timeout=10, modprobe_args=(), may_load=True):
         self.fs = fs
         self.bus = bus
         self.run = run
+        # modprobe acts on the kernel running here: only when sysfs_path is that kernel's
+        self.may_load = may_load
         self.timeout = timeout
         self.modprobe_args = list(modprobe_args)
         self.loaded = []
@@ -85,6 +87,10 @@ class Executor:
         """modprobe a module by name (never an alias) and confirm the kernel has it."""
         if self.fs.isdir('module/' + module):
             return
+        if not self.may_load:
+            raise StepFailed('module ' + module, 'modprobe', 'module %s is not loaded in %s, and vfio_bind runs '
+                             'modprobe only when sysfs_path is the running kernel\'s /sys' % (
+                                 module, self.fs.sys('module')))
         argv = ['modprobe'] + self.modprobe_args + (['-b'] if use_blacklist else []) + ['--', module]
         rc, out, err = self.run(argv)
         if rc != 0:
@@ -200,6 +206,9 @@ class Executor:
         """Put a device back on its previous driver and override; return a problem or None."""
         addr = e['address']
         want_drv, want_ovr = e['driver_before'], e['override_before']
+        if not self.fs.isdir(self.bus.device_dir(addr)):
+            return '%s vanished from %s (hot-unplugged?): nothing to roll back' % (
+                addr, self.fs.sys(self.bus.devices_dir()))
         try:
             drv, ovr = self.current(addr)
             if ovr != want_ovr:
