@@ -5,6 +5,7 @@
 #   make <gate>   run one gate alone: sanity units pytest lint docs-lint build importer
 #                 changelog-lint integration molecule
 #   make venv     only the Python venv (.venv/), make apt-deps only the Debian packages
+#   make lab-up / lab-down / lab-ssh   the lab hypervisor VM (LAB_NAME selects an instance)
 #   make clean    remove build output and caches (keeps .venv); make distclean also .venv
 
 SHELL := /bin/bash
@@ -31,7 +32,7 @@ missing = $(strip $(foreach f,$(1),$(if $(wildcard $(REPO)/$(f)),,$(f))))
 OPTIONAL_GATES := $(if $(call missing,$(INTEGRATION_NEEDS)),,integration) \
                   $(if $(call missing,$(MOLECULE_NEEDS)),,molecule)
 
-.PHONY: help setup venv apt-deps test demo clean distclean \
+.PHONY: help setup venv apt-deps test demo clean distclean lab-up lab-down lab-ssh \
         sanity units pytest core-py39 lint docs-lint build importer changelog-lint integration molecule
 
 help:
@@ -67,6 +68,17 @@ test: setup
 	  esac; \
 	done
 	@MAKE="$(MAKE)" $(REPO)/hack/run-gates $(GATES) $(OPTIONAL_GATES)
+
+# ---------------------------------------------------------------- the lab VM (lab/README.md)
+# LAB_NAME=<name> selects an instance (default: default; its inventory is .lab/inventory.yml).
+lab-up: setup
+	$(REPO)/lab/labctl up
+
+lab-down:
+	$(REPO)/lab/labctl down
+
+lab-ssh:
+	$(REPO)/lab/labctl ssh
 
 # ---------------------------------------------------------------- gates
 sanity: venv
