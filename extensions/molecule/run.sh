@@ -23,6 +23,9 @@ export ANSIBLE_FORCE_COLOR="${ANSIBLE_FORCE_COLOR:-0}"
 # The project venv's molecule when there is one, else the one on PATH (resolved before the cd).
 molecule="$repo/.venv/bin/molecule"
 [ -x "$molecule" ] || molecule="$(command -v molecule)" || { echo "molecule not found" >&2; exit 2; }
+# molecule runs ansible-config, ansible-playbook, ... from PATH: those of the same venv
+PATH="$(dirname "$molecule"):$PATH"
+export PATH
 cd "$repo/extensions"
 if [ $# -eq 0 ]; then set -- test -s default; fi
 exec "$molecule" "$@"
