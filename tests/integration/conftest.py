@@ -54,7 +54,8 @@ class Lab:
         argv = ['ssh', '-p', str(v['ansible_port']), '-i', v['ansible_ssh_private_key_file'],
                 '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
                 '-o', 'BatchMode=yes', '%s@%s' % (v.get('ansible_user', 'root'), v['ansible_host']), command]
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                           stdin=subprocess.DEVNULL)
         if check and p.returncode != 0:
             raise AssertionError('lab command %r failed (%d): %s %s' % (command, p.returncode, p.stdout, p.stderr))
         return p.stdout
@@ -97,7 +98,8 @@ class Lab:
             argv.append('--check')
         if diff:
             argv.append('--diff')
-        p = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=timeout, check=False)
+        p = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=timeout, check=False,
+                           stdin=subprocess.DEVNULL)  # Ansible refuses a non-blocking stdin
         out = p.stdout
         marker = re.search(r'^%s \| [A-Z!]+ => \{' % re.escape(self.name), out, re.M)
         if not marker:
@@ -133,7 +135,7 @@ def lab(collections_path):
         if not os.path.exists(LABCTL):
             pytest.fail('the lab is missing: %s does not exist' % LABCTL)
         t0 = time.monotonic()
-        p = subprocess.run([LABCTL, 'up'], env=env, capture_output=True, text=True, timeout=1800, check=False)
+        p = subprocess.run([LABCTL, 'up'], env=env, capture_output=True, text=True, timeout=1800, check=False, stdin=subprocess.DEVNULL)
         if p.returncode != 0:
             pytest.fail('lab/labctl up failed (%d); integration tests need QEMU and the lab kernel:\n%s\n%s'
                         % (p.returncode, p.stdout[-3000:], p.stderr[-3000:]))
@@ -143,7 +145,7 @@ def lab(collections_path):
     lab = Lab(inventory, collections_path)
     yield lab
     if started:
-        subprocess.run([LABCTL, 'down'], env=env, timeout=300, check=False)
+        subprocess.run([LABCTL, 'down'], env=env, timeout=300, check=False, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture

@@ -96,14 +96,14 @@ class HostImage:
 
     def ctl(self, *args, timeout=1800):
         return subprocess.run([HOSTIMAGECTL] + list(args), env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+                              timeout=timeout, check=False, stdin=subprocess.DEVNULL)
 
     def ssh(self, command, check=True, timeout=600):
         v = self.vars
         argv = ['ssh', '-p', str(v['ansible_port']), '-i', v['ansible_ssh_private_key_file'],
                 '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
                 '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10', 'root@127.0.0.1', command]
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
         if check and p.returncode != 0:
             raise AssertionError('guest command %r failed (%d): %s %s' % (command, p.returncode, p.stdout, p.stderr))
         return p.stdout
@@ -144,7 +144,7 @@ class HostImage:
         if extra_vars:
             argv += ['-e', json.dumps(extra_vars)]
         t0 = time.monotonic()
-        p = subprocess.run(argv, capture_output=True, text=True, env=self.ansible_env, timeout=timeout, check=False)
+        p = subprocess.run(argv, capture_output=True, text=True, env=self.ansible_env, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
         self.timings[label] = round(time.monotonic() - t0, 1)
         with open(os.path.join(self.workdir, label + '.log'), 'w') as f:
             f.write(p.stdout + '\n--- stderr ---\n' + p.stderr)
@@ -153,7 +153,7 @@ class HostImage:
 
     def facts(self):
         argv = [_bin('ansible'), 'hostimage', '-i', self.inventory, '-m', 'hypervisor.vfio.vfio_facts']
-        p = subprocess.run(argv, capture_output=True, text=True, env=self.ansible_env, timeout=600, check=False)
+        p = subprocess.run(argv, capture_output=True, text=True, env=self.ansible_env, timeout=600, check=False, stdin=subprocess.DEVNULL)
         out = p.stdout
         start = out.find('{')
         assert p.returncode == 0 and start >= 0, 'vfio_facts failed (%d): %s %s' % (p.returncode, out, p.stderr)
@@ -172,9 +172,9 @@ def hostimage():
     name = os.environ.get('HOSTIMAGE_NAME', 'itest-reboot')
     env = dict(os.environ, HOSTIMAGE_NAME=name)
     t0 = time.monotonic()
-    p = subprocess.run([HOSTIMAGECTL, 'up'], env=env, capture_output=True, text=True, timeout=3600, check=False)
+    p = subprocess.run([HOSTIMAGECTL, 'up'], env=env, capture_output=True, text=True, timeout=3600, check=False, stdin=subprocess.DEVNULL)
     if p.returncode != 0:
-        subprocess.run([HOSTIMAGECTL, 'down'], env=env, capture_output=True, timeout=300, check=False)
+        subprocess.run([HOSTIMAGECTL, 'down'], env=env, capture_output=True, timeout=300, check=False, stdin=subprocess.DEVNULL)
         pytest.fail('lab/hostimage/hostimagectl up failed (%d); the reboot test needs mmdebstrap, QEMU and a '
                     'Debian mirror:\n%s\n%s' % (p.returncode, p.stdout[-3000:], p.stderr[-5000:]))
     workdir = tempfile.mkdtemp(prefix='vfio-reboot-')
@@ -192,7 +192,7 @@ def hostimage():
         except OSError:
             pass
         if os.environ.get('HOSTIMAGE_KEEP') != '1':
-            subprocess.run([HOSTIMAGECTL, 'down'], env=env, capture_output=True, timeout=300, check=False)
+            subprocess.run([HOSTIMAGECTL, 'down'], env=env, capture_output=True, timeout=300, check=False, stdin=subprocess.DEVNULL)
 
 
 def _role_playbook(guest, devices, **role_vars):
