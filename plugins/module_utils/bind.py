@@ -56,14 +56,13 @@ def run_bind(params, host, run, check_mode=False, environ=None, bus_name='pci', 
     environ = os.environ if environ is None else environ
     if may_load_modules is None:
         may_load_modules = os.path.realpath(host.fs.sysfs_path) == '/sys'
-    params = dict(params, _may_load_modules=may_load_modules)
     bus = BUSES[bus_name]
     items = parse_request(params, bus)  # bad input fails here, before anything is read
     if check_mode:
-        return _plan_and_apply(params, host, run, items, bus, environ, check_mode)
+        return _plan_and_apply(params, host, run, items, bus, environ, check_mode, may_load_modules)
     try:
         with HostLock(params['lock_file'], params['lock_timeout']):
-            return _plan_and_apply(params, host, run, items, bus, environ, check_mode)
+            return _plan_and_apply(params, host, run, items, bus, environ, check_mode, may_load_modules)
     except LockTimeout as e:
         raise BindFailed('vfio_bind: %s; wait for it to finish (or find a stuck run) and retry' % e, {})
     except (IOError, OSError) as e:
@@ -73,7 +72,7 @@ def run_bind(params, host, run, check_mode=False, environ=None, bus_name='pci', 
         raise
 
 
-def _plan_and_apply(params, host, run, items, bus, environ, check_mode):
+def _plan_and_apply(params, host, run, items, bus, environ, check_mode, may_load_modules):
     usage = HostUsage(host.fs, environ.get('SSH_CONNECTION'))
     planner = Planner(host, bus, usage, group_policy=params['iommu_group'], force=params['force'])
     plan = planner.plan(items)
@@ -82,8 +81,7 @@ def _plan_and_apply(params, host, run, items, bus, environ, check_mode):
     if plan['errors']:
         raise BindFailed('vfio_bind refused before changing anything:\n- ' + '\n- '.join(plan['errors']),
                          {'devices': _report(plan), 'errors': plan['errors']})
-    warnings = [w for e in plan['devices'] for w in e['warnings']] + host.warnings()
-    result = {'changed': plan['changed'], 'diff': diff_of(plan), 'warnings_list': warnings,
+    result = {'changed': plan['changed'], 'diff': diff_of(plan), 'warnings_list': _warnings(plan, host),
               'modules_loaded': []}
     if check_mode or not plan['changed']:
         result['devices'] = _report(plan)
@@ -92,14 +90,18 @@ def _plan_and_apply(params, host, run, items, bus, environ, check_mode):
         raise BindFailed('vfio_bind acts on the running kernel %s; kernel_release=%s is for inspection with '
                          'vfio_facts only' % (running, host.kernel_release), {'devices': _report(plan)})
     executor = Executor(host.fs, bus, run, timeout=params['timeout'], modprobe_args=modprobe_args(host, running),
-                        may_load=params['_may_load_modules'])
+                        may_load=may_load_modules)
     changed, failure = executor.apply(plan)
     result.update(changed=changed, devices=_report(plan), modules_loaded=executor.loaded, diff=diff_of(plan))
-    result['warnings_list'] = [w for e in plan['devices'] for w in e['warnings']] + host.warnings()
+    result['warnings_list'] = _warnings(plan, host)  # the executor adds warnings of its own
     if failure:
         result['failure'] = failure
         raise BindFailed(_failure_message(failure), result)
     return result
+
+
+def _warnings(plan, host):
+    return [w for e in plan['devices'] for w in e['warnings']] + host.warnings()
 
 
 def _failure_message(f):
