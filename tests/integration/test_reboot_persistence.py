@@ -8,8 +8,10 @@ rebuilt initramfs is never used.  lab/hostimage boots OVMF -> GRUB -> the guest'
 /vmlinuz + /initrd.img, and its initramfs carries e1000e, the host driver of the generic
 device: the hard case.  The role hypervisor.vfio.passthrough binds that device with
 persistence; after `systemctl reboot` inside the guest it must be on vfio-pci again with its
-driver_override set, without e1000e ever having bound it during that boot.  Then the
-restore playbook gives it back and, after another reboot, it is on e1000e again.
+driver_override set, without e1000e ever having bound it during that boot.  Then a reboot
+mid-convergence (persistence on disk, the device given back to e1000e at runtime) must also
+end on vfio-pci, and the role's re-run must change nothing.  Then the restore playbook gives
+it back and, after another reboot, it is on e1000e again.
 
 Runs in several minutes under TCG (build cached in .cache/hostimage).  Environment:
 HOSTIMAGE_NAME (instance, default itest-reboot), HOSTIMAGE_KEEP=1 (leave the guest up).
@@ -159,6 +161,16 @@ class HostImage:
         assert p.returncode == 0 and start >= 0, 'vfio_facts failed (%d): %s %s' % (p.returncode, out, p.stderr)
         return json.loads(out[start:out.rfind('}') + 1])['ansible_facts']['vfio']
 
+    def module(self, name, args):
+        """Run one module ad hoc on the guest; its JSON result."""
+        argv = [_bin('ansible'), 'hostimage', '-i', self.inventory, '-m', name, '-a', json.dumps(args)]
+        p = subprocess.run(argv, capture_output=True, text=True, env=self.ansible_env, timeout=600, check=False,
+                           stdin=subprocess.DEVNULL)
+        out = p.stdout
+        start = out.find('{')
+        assert p.returncode == 0 and start >= 0, '%s failed (%d): %s %s' % (name, p.returncode, out, p.stderr)
+        return json.loads(out[start:out.rfind('}') + 1])
+
     def host_driver_probed(self, address):
         """Kernel log lines of this boot where the host driver took the device."""
         out = self.ssh('journalctl -k -b -o cat --no-pager | grep -F "%s %s" || true' % (HOST_DRIVER, address))
@@ -253,7 +265,30 @@ def test_binding_survives_reboot_with_host_driver_in_initramfs(hostimage):
         HOST_DRIVER, addr, VFIO_DRIVER, '\n'.join(probed))
     assert g.driver(mgmt) == 'virtio-pci'
 
-    # 3. Restore: back to the host driver, persistence removed, and still so after a reboot.
+    # 3. Reboot mid-convergence: the persistence is on disk but the runtime binding is not done
+    # (an interrupted run, a binding undone by hand or by another tool, files laid down before
+    # the device was free). The module alone gives the device back at runtime; the role's files
+    # stay. After the reboot the device must be on its VFIO driver, never touched by e1000e,
+    # and a re-run of the role must find nothing to change (no VM would be bounced).
+    res = g.module('hypervisor.vfio.vfio_bind', {'devices': [addr], 'state': 'host'})
+    assert res.get('changed') is True, res
+    assert g.driver(addr) == HOST_DRIVER and g.override(addr) is None, (
+        'mid-convergence setup: %s on %s, override %s' % (addr, g.driver(addr), g.override(addr)))
+    assert g.ssh('grep -lsF %s /etc/udev/rules.d/* || true' % addr).split(), 'the persistence files are gone'
+    g.reboot('reboot_mid_convergence')
+    assert g.driver(addr) == VFIO_DRIVER, (
+        'after a reboot mid-convergence %s is on %s, not %s (override %s)\n--- serial ---\n%s'
+        % (addr, g.driver(addr), VFIO_DRIVER, g.override(addr), g.serial_tail()))
+    assert g.override(addr) == VFIO_DRIVER
+    probed = g.host_driver_probed(addr)
+    assert not probed, '%s bound %s during the boot after a reboot mid-convergence:\n%s' % (
+        HOST_DRIVER, addr, '\n'.join(probed))
+    out = g.playbook(_role_playbook(g, [{'address': addr}]), 'role_rerun_after_reboot')
+    recap = [line for line in out.splitlines() if line.startswith('hostimage')]
+    assert recap and 'changed=0' in recap[-1], 'the re-run after the reboot changed something: %s' % recap
+    assert g.driver(addr) == VFIO_DRIVER
+
+    # 4. Restore: back to the host driver, persistence removed, and still so after a reboot.
     restore = RESTORE_PLAYBOOK
     if not os.path.exists(restore):
         restore = _role_playbook(g, [{'address': addr, 'state': 'host'}])
