@@ -18,6 +18,7 @@ __metaclass__ = type
 
 import os
 import re
+import stat
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import unique
 
@@ -288,9 +289,26 @@ class LazyAliasIndex(AliasIndex):
         return super(LazyAliasIndex, self).lookup(name)
 
 
+class UntrustedFile(ValueError):
+    """A file or directory that decides which driver a device gets is world-writable."""
+
+
+def _refuse_world_writable(path, st, what):
+    # Any local user could change what this run binds: refuse before anything is written.
+    # A world-writable directory with the sticky bit (like /tmp) only lets users add their own
+    # files, which the file check then catches when they are read.
+    if st.st_mode & stat.S_IWOTH and not (stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX):
+        raise UntrustedFile(
+            'refusing to trust %s: this %s is world-writable (mode %04o), so any local user could change which '
+            'driver a device gets; make it not world-writable (chmod o-w %s) and run again'
+            % (path, what, stat.S_IMODE(st.st_mode), path))
+
+
 def _read_text(path):
+    """The file's text, or None when it cannot be read; UntrustedFile when world-writable."""
     try:
         with open(path, 'rb') as f:
+            _refuse_world_writable(path, os.fstat(f.fileno()), 'file')
             return f.read().decode('utf-8', 'replace')
     except (IOError, OSError):
         return None
@@ -314,9 +332,11 @@ class ModprobeConfig:
         chosen = {}
         for d in dirs:
             try:
+                st = os.stat(d)
                 names = os.listdir(d)
             except OSError:
                 continue
+            _refuse_world_writable(d, st, 'modprobe configuration directory')
             for name in names:
                 if (name.endswith('.conf') or name.endswith('.alias')) and not name.startswith('.') \
                         and name not in chosen:

@@ -7,6 +7,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+
 import pytest
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind
@@ -401,3 +403,26 @@ def test_never_runs_modprobe_for_a_fake_tree(host, kernel):
         run_bind(p, HostContext(p, fs=kernel), must_not_run, environ={})
     assert "runs modprobe only when sysfs_path is the running kernel's /sys" in str(e.value)
     assert kernel.log == []
+
+
+@pytest.mark.parametrize('target', ['conf', 'confdir', 'modules.alias'])
+def test_world_writable_driver_choice_refused_before_any_write(host, kernel, target):
+    # A world-writable modprobe.d file or directory, or modules.alias, would let any local user
+    # pick the driver root binds: refused with the path and the fix, nothing written.
+    conf = os.path.join(host.confdir, 'local.conf')
+    with open(conf, 'w') as f:
+        f.write('# nothing\n')
+    path = {'conf': conf, 'confdir': host.confdir,
+            'modules.alias': os.path.join(host.moddir, host.release, 'modules.alias')}[target]
+    os.chmod(path, 0o777 if target == 'confdir' else 0o666)
+    with pytest.raises(ValueError) as e:
+        bind(host, kernel, devices=[NIC])
+    assert 'refusing to trust %s' % path in str(e.value)
+    assert 'chmod o-w %s' % path in str(e.value)
+    assert kernel.log == []
+
+
+def test_sticky_world_writable_confdir_is_accepted(host, kernel):
+    os.chmod(host.confdir, 0o1777)
+    bind(host, kernel, devices=[NIC])
+    assert state(host, kernel, NIC) == ('vfio-pci', 'vfio-pci')
