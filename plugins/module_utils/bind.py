@@ -10,6 +10,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import Executor, HostLock, LockTimeout
+from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
 from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import HostUsage
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import BUSES
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import (
@@ -59,10 +60,13 @@ def run_bind(params, host, run, check_mode=False, environ=None, bus_name='pci', 
     bus = BUSES[bus_name]
     items = parse_request(params, bus)  # bad input fails here, before anything is read
     if check_mode:
-        return _plan_and_apply(params, host, run, items, bus, environ, check_mode, may_load_modules)
+        return _with_facts(params, host, bus, _plan_and_apply(params, host, run, items, bus, environ, check_mode,
+                                                              may_load_modules))
     try:
         with HostLock(params['lock_file'], params['lock_timeout']):
-            return _plan_and_apply(params, host, run, items, bus, environ, check_mode, may_load_modules)
+            # the facts are read under the lock: no other run moves a device in between
+            return _with_facts(params, host, bus, _plan_and_apply(params, host, run, items, bus, environ,
+                                                                  check_mode, may_load_modules))
     except LockTimeout as e:
         raise BindFailed('vfio_bind: %s; wait for it to finish (or find a stuck run) and retry' % e, {})
     except (IOError, OSError) as e:
@@ -70,6 +74,15 @@ def run_bind(params, host, run, check_mode=False, environ=None, bus_name='pci', 
             raise BindFailed('vfio_bind: cannot open lock file %s: %s (set lock_file to a writable path)'
                              % (params['lock_file'], e.strerror), {})
         raise
+
+
+def _with_facts(params, host, bus, result):
+    """return_facts: the vfio_facts of the host read after the call (a fresh scan of sysfs by
+    the facts collector, not the executor's own bookkeeping), so that a caller can verify and
+    report without another module run."""
+    if params.get('return_facts'):
+        result['ansible_facts'] = {'vfio': collect_facts(host, bus)}
+    return result
 
 
 def _plan_and_apply(params, host, run, items, bus, environ, check_mode, may_load_modules):

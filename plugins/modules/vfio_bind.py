@@ -108,6 +108,13 @@ options:
     description: Seconds to wait for another run to release O(lock_file).
     type: int
     default: 300
+  return_facts:
+    description:
+      - Also return C(ansible_facts.vfio), the facts M(hypervisor.vfio.vfio_facts) gives, read from sysfs
+        after the call (under the lock), so that later tasks see and can verify the new state without
+        another module run.
+    type: bool
+    default: false
 notes:
   - Needs root on the managed host.
   - Modules loaded by a failed run stay loaded; they do not hold any device.
@@ -160,6 +167,15 @@ EXAMPLES = r'''
   hypervisor.vfio.vfio_bind:
     devices: ["0000:01:00.0", "0000:02:00.0"]
     state: host
+
+- name: Bind, and refresh the vfio facts in the same call
+  hypervisor.vfio.vfio_bind:
+    devices: ["0000:01:00.0"]
+    return_facts: true
+
+- name: Check the device from the refreshed facts
+  ansible.builtin.assert:
+    that: ansible_facts.vfio.devices['0000:01:00.0'].vfio_bound
 '''
 
 RETURN = r'''
@@ -240,6 +256,15 @@ errors:
   returned: failure
   type: list
   elements: str
+ansible_facts:
+  description: The host's PCI, IOMMU and VFIO facts read after the call, as M(hypervisor.vfio.vfio_facts)
+    returns them (see its C(vfio) return value).
+  returned: success, when O(return_facts=true)
+  type: dict
+  contains:
+    vfio:
+      description: Kernel release, IOMMU state, devices and IOMMU groups.
+      type: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule
@@ -260,6 +285,7 @@ def build_module():
         timeout=dict(type='int', default=10),
         lock_file=dict(type='path', default='/run/hypervisor-vfio.lock'),
         lock_timeout=dict(type='int', default=300),
+        return_facts=dict(type='bool', default=False),
     )
     spec.update(host_path_argument_spec())
     return AnsibleModule(argument_spec=spec, supports_check_mode=True)

@@ -426,3 +426,16 @@ def test_sticky_world_writable_confdir_is_accepted(host, kernel):
     os.chmod(host.confdir, 0o1777)
     bind(host, kernel, devices=[NIC])
     assert state(host, kernel, NIC) == ('vfio-pci', 'vfio-pci')
+
+
+def test_return_facts_are_read_after_the_call(host, kernel):
+    r = bind(host, kernel, devices=[NIC, TESTDEV], return_facts=True)
+    facts = r['ansible_facts']['vfio']
+    assert facts['devices'][NIC]['driver'] == 'vfio-pci' and facts['devices'][NIC]['vfio_bound']
+    assert facts['devices'][TESTDEV]['driver'] == 'vfio_testdev'
+    assert facts['devices'][MGMT]['driver'] == 'virtio-pci'
+    assert set(facts) >= {'kernel_release', 'iommu', 'devices', 'iommu_groups'}
+    # without the option, no facts; in check mode, the facts are the host as it is (nothing moved)
+    assert 'ansible_facts' not in bind(host, kernel, devices=[NIC])
+    r = bind(host, kernel, check_mode=True, devices=[{'address': NIC, 'state': 'host'}], return_facts=True)
+    assert r['changed'] and r['ansible_facts']['vfio']['devices'][NIC]['driver'] == 'vfio-pci'
