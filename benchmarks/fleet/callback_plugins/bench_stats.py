@@ -5,7 +5,8 @@
 
 Enabled by benchmarks/fleet.py only (ANSIBLE_CALLBACK_PLUGINS + ANSIBLE_CALLBACKS_ENABLED);
 writes JSON to $BENCH_STATS_FILE when the play ends:
-{"hosts": {host: {"busy_s", "invocations", "changed", "failed", "tasks"}}, "wall_s"}.
+{"hosts": {host: {"busy_s", "invocations", "changed", "failed", "tasks", "task_s"}}, "wall_s"}
+(task_s: seconds per task name, to see where the time goes).
 busy_s sums, per host, the time from each task's start to that host's result; invocations
 counts module runs on the host (each loop item is one; controller-only actions such as
 set_fact, assert or debug are not invocations).
@@ -69,7 +70,10 @@ class CallbackModule(CallbackBase):
 
     def _done(self, result, failed=False, skipped=False):
         h = self._host(result)
-        h['busy_s'] += time.monotonic() - (self._task_start or self._start)
+        spent = time.monotonic() - (self._task_start or self._start)
+        h['busy_s'] += spent
+        name = result._task.get_name()
+        h.setdefault('task_s', {})[name] = h.get('task_s', {}).get(name, 0.0) + spent
         h['tasks'] += 1
         res = result._result
         local = _short(result._task.action) in LOCAL_ACTIONS
