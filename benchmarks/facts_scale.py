@@ -225,8 +225,10 @@ class Tree:
 
 
 # -- the floor ---------------------------------------------------------------------------------
-_FLOOR_ATTRS = ('vendor', 'device', 'subsystem_vendor', 'subsystem_device', 'class', 'modalias',
-                'driver_override', 'numa_node', 'sriov_totalvfs', 'sriov_numvfs', 'sriov_drivers_autoprobe')
+# What read_device reads since the IDs come from modalias and optional entries are read only
+# when the device directory lists them (E4 + the modalias IDs, BENCHMARKS.md part 1).
+_FLOOR_ATTRS = ('modalias', 'driver_override', 'numa_node')
+_FLOOR_OPTIONAL = ('sriov_totalvfs', 'sriov_numvfs', 'sriov_drivers_autoprobe')
 
 
 def _read(path):
@@ -266,12 +268,16 @@ def floor(sysfs, procfs, module_files=()):
     out = {}
     for addr in os.listdir(devdir):
         b = devdir + addr + '/'
-        vals = [_read(b + a) for a in _FLOOR_ATTRS]
-        drv = _readlink(b + 'driver')
-        links = (drv, _readlink(b + 'driver/module') if drv else None, _readlink(b + 'iommu_group'),
-                 _readlink(b + 'physfn'))
-        vfs = [_readlink(b + n) for n in os.listdir(b) if n.startswith('virtfn')]
-        out[addr] = (vals, links, vfs, _listdir(b + 'net'), _listdir(b + 'vfio-dev'))
+        names = os.listdir(b)
+        present = set(names)
+        vals = [_read(b + a) for a in _FLOOR_ATTRS] + [_read(b + a) for a in _FLOOR_OPTIONAL if a in present]
+        drv = _readlink(b + 'driver') if 'driver' in present else None
+        links = (drv, _readlink(b + 'driver/module') if drv else None,
+                 _readlink(b + 'iommu_group') if 'iommu_group' in present else None,
+                 _readlink(b + 'physfn') if 'physfn' in present else None)
+        vfs = [_readlink(b + n) for n in names if n.startswith('virtfn')]
+        out[addr] = (vals, links, vfs, _listdir(b + 'net') if 'net' in present else [],
+                     _listdir(b + 'vfio-dev') if 'vfio-dev' in present else [])
     groups = dict((g, _listdir(sysfs + '/kernel/iommu_groups/' + g + '/devices'))
                   for g in _listdir(sysfs + '/kernel/iommu_groups'))
     extra = (_listdir(sysfs + '/module'), _listdir(sysfs + '/class/iommu'), _read(procfs + '/cmdline'),

@@ -34,7 +34,8 @@ def _int_or_none(value):
 
 
 def net_interfaces_by_path(fs):
-    """[(real path of the interface, name)] for every network interface.
+    """{directory: [interface names under it]} for every network interface (paths from
+    KernelFS.link_path: compare them only with each other).
 
     An interface's directory is not always ``<device>/net/<if>``: a virtio NIC's sits
     under its virtio child (``<device>/virtio0/net/eth0``), so devices are matched by
@@ -42,7 +43,7 @@ def net_interfaces_by_path(fs):
     """
     index = {}
     for name in fs.listdir('class/net'):
-        d = os.path.dirname(fs.realpath('class/net/' + name))
+        d = os.path.dirname(fs.link_path('class/net/' + name))
         while len(d) > 1:   # every ancestor directory of the interface owns it
             index.setdefault(d, []).append(name)
             d = os.path.dirname(d)
@@ -54,33 +55,46 @@ def _under(index, device_real):
 
 
 def read_device(fs, bus, address, netdevs=None):
-    """One device's record.  Attributes the kernel does not expose are None."""
+    """One device's record.  Attributes the kernel does not expose are None.
+
+    The device directory is listed once and an optional entry (SR-IOV, physfn, vfio-dev,
+    driver...) is read only when it is listed: an ordinary device costs no failing
+    syscall.  The IDs and the class come from ``modalias`` when the bus prints them there.
+    """
     base = bus.device_dir(address)
+    entries = fs.listdir(base)
+    present = set(entries)
+
+    def opt(name):
+        return fs.read_optional(base + '/' + name) if name in present else None
+
+    def link(name):
+        return fs.link_name(base + '/' + name) if name in present else None
+
     rec = {'address': address, 'bus': bus.name}
-    for attr in _ID_ATTRS:
-        rec[attr] = _hex_id(fs.read_optional(base + '/' + attr), 4)
-    rec['class'] = _hex_id(fs.read_optional(base + '/class'), 6)
-    rec['modalias'] = fs.read_optional(base + '/modalias')
-    rec['driver'] = fs.link_name(base + '/driver')
+    modalias = opt('modalias')
+    ids = bus.ids_from_modalias(modalias)
+    if ids is None:
+        ids = dict((attr, _hex_id(opt(attr), 4)) for attr in _ID_ATTRS)
+        ids['class'] = _hex_id(opt('class'), 6)
+    rec.update(ids)
+    rec['modalias'] = modalias
+    rec['driver'] = link('driver')
     rec['driver_module'] = fs.link_name(base + '/driver/module') if rec['driver'] else None
-    override = fs.read_optional(base + '/driver_override')
+    override = opt('driver_override')
     rec['driver_override'] = None if override in (None, '', '(null)') else override
-    group = fs.link_name(base + '/iommu_group')
-    rec['iommu_group'] = _int_or_none(group)
-    numa = _int_or_none(fs.read_optional(base + '/numa_node'))
-    rec['numa_node'] = numa
-    rec['sriov_totalvfs'] = _int_or_none(fs.read_optional(base + '/sriov_totalvfs'))
-    rec['sriov_numvfs'] = _int_or_none(fs.read_optional(base + '/sriov_numvfs'))
-    autoprobe = fs.read_optional(base + '/sriov_drivers_autoprobe')
+    rec['iommu_group'] = _int_or_none(link('iommu_group'))
+    rec['numa_node'] = _int_or_none(opt('numa_node'))
+    rec['sriov_totalvfs'] = _int_or_none(opt('sriov_totalvfs'))
+    rec['sriov_numvfs'] = _int_or_none(opt('sriov_numvfs'))
+    autoprobe = opt('sriov_drivers_autoprobe')
     rec['sriov_drivers_autoprobe'] = None if autoprobe is None else autoprobe == '1'
-    rec['physfn'] = fs.link_name(base + '/physfn')
-    rec['virtfns'] = sorted(
-        (fs.link_name(base + '/' + n) for n in fs.listdir(base) if n.startswith('virtfn')),
-        key=lambda a: a or '')
+    rec['physfn'] = link('physfn')
+    rec['virtfns'] = sorted((link(n) for n in entries if n.startswith('virtfn')), key=lambda a: a or '')
     if netdevs is None:
         netdevs = net_interfaces_by_path(fs)
-    rec['net_interfaces'] = _under(netdevs, fs.realpath(base))
-    rec['vfio_dev'] = fs.listdir(base + '/vfio-dev')
+    rec['net_interfaces'] = _under(netdevs, fs.link_path(base))
+    rec['vfio_dev'] = fs.listdir(base + '/vfio-dev') if 'vfio-dev' in present else []
     rec['is_bridge'] = bool(rec['class'] and rec['class'][:4] in bus.bridge_classes)
     return rec
 

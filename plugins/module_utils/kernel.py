@@ -45,6 +45,11 @@ class WriteTimeout(KernelError):
         self.pid = pid
 
 
+_PCI_MODALIAS_RE = re.compile(
+    r'pci:v([0-9A-Fa-f]{8})d([0-9A-Fa-f]{8})sv([0-9A-Fa-f]{8})sd([0-9A-Fa-f]{8})'
+    r'bc([0-9A-Fa-f]{2})sc([0-9A-Fa-f]{2})i([0-9A-Fa-f]{2})\Z')
+
+
 class Bus:
     """What differs between buses for the VFIO algorithm.
 
@@ -80,6 +85,22 @@ class Bus:
     def module_driver_prefix(self):
         """/sys/module/<module>/drivers/<bus>:<driver> names the driver a module registers."""
         return self.name + ':'
+
+    def ids_from_modalias(self, modalias):
+        """The ID attributes the kernel prints into this bus's modalias, or None.
+
+        A PCI modalias (``pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00``) is made
+        by the kernel from the same fields as the vendor, device, subsystem_vendor,
+        subsystem_device and class attributes: one read instead of six.
+        """
+        if self.name != 'pci' or not modalias:
+            return None
+        m = _PCI_MODALIAS_RE.match(modalias)
+        if not m:
+            return None
+        v, d, sv, sd, bc, sc, i = (g.lower() for g in m.groups())
+        return {'vendor': v[4:], 'device': d[4:], 'subsystem_vendor': sv[4:], 'subsystem_device': sd[4:],
+                'class': bc + sc + i}
 
     def normalize_address(self, address):
         """Return the canonical address, or None when it is not one of this bus."""
@@ -161,6 +182,19 @@ class KernelFS:
 
     def realpath(self, rel):
         return os.path.realpath(self.sys(rel))
+
+    def link_path(self, rel):
+        """Where a sysfs symlink (``bus/pci/devices/<addr>``, ``class/net/<if>``) leads, as a
+        normalized path under sysfs_path: one readlink instead of realpath's lstat per path
+        component.  The kernel's links point into /sys/devices, whose entries are real
+        directories, so the paths compare like real paths (only with each other: the
+        sysfs_path prefix itself is not resolved)."""
+        path = self.sys(rel)
+        try:
+            target = os.readlink(path)
+        except OSError:
+            return os.path.normpath(path)
+        return os.path.normpath(os.path.join(os.path.dirname(path), target))
 
     def exists(self, rel):
         return os.path.lexists(self.sys(rel))

@@ -56,6 +56,23 @@ def test_missing_attributes_are_null(tmp_path):
     assert not f['iommu']['enabled']
 
 
+def test_ids_from_modalias_equal_the_id_attributes(tmp_path):
+    # The IDs come from modalias when it is there (one read instead of six) and from the
+    # attributes otherwise; both give the same record. A malformed modalias falls back too.
+    h = FakeHost(tmp_path)
+    h.add_device('0000:00:05.0', '10de', '2342', cls='030200', subvendor='10DE', subdevice='16eb')
+    h.add_device('0000:00:06.0', '10de', '2342', cls='030200', subvendor='10DE', subdevice='16eb',
+                 modalias_attr=False)
+    h.add_device('0000:00:08.0', '10de', '2342', cls='030200', subvendor='10DE', subdevice='16eb')
+    with open(os.path.join(h.dev_dir('0000:00:08.0'), 'modalias'), 'w') as f:
+        f.write('pci:v000010DEd00002342garbage\n')
+    devs = facts(h)['devices']
+    keys = ('vendor', 'device', 'subsystem_vendor', 'subsystem_device', 'class', 'is_bridge')
+    want = ('10de', '2342', '10de', '16eb', '030200', False)
+    for addr in ('0000:00:05.0', '0000:00:06.0', '0000:00:08.0'):
+        assert tuple(devs[addr][k] for k in keys) == want, addr
+
+
 def test_sriov_vfs_and_viability(tmp_path):
     h = FakeHost(tmp_path)
     h.add_module('vfio_pci', driver='vfio-pci', loaded=True)
