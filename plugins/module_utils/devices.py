@@ -33,27 +33,6 @@ def _int_or_none(value):
         return None
 
 
-def net_interfaces_by_path(fs):
-    """{directory: [interface names under it]} for every network interface (paths from
-    KernelFS.link_path: compare them only with each other).
-
-    An interface's directory is not always ``<device>/net/<if>``: a virtio NIC's sits
-    under its virtio child (``<device>/virtio0/net/eth0``), so devices are matched by
-    path prefix, like block devices.
-    """
-    index = {}
-    for name in fs.listdir('class/net'):
-        d = os.path.dirname(fs.link_path('class/net/' + name))
-        while len(d) > 1:   # every ancestor directory of the interface owns it
-            index.setdefault(d, []).append(name)
-            d = os.path.dirname(d)
-    return index
-
-
-def _under(index, device_real):
-    return sorted(index.get(device_real.rstrip('/'), ()))
-
-
 def read_device(fs, bus, address, netdevs=None):
     """One device's record.  Attributes the kernel does not expose are None.
 
@@ -92,8 +71,8 @@ def read_device(fs, bus, address, netdevs=None):
     rec['physfn'] = link('physfn')
     rec['virtfns'] = sorted((link(n) for n in entries if n.startswith('virtfn')), key=lambda a: a or '')
     if netdevs is None:
-        netdevs = net_interfaces_by_path(fs)
-    rec['net_interfaces'] = _under(netdevs, fs.link_path(base))
+        netdevs = fs.class_index('net')
+    rec['net_interfaces'] = sorted(netdevs.get(fs.link_path(base), ()))
     rec['vfio_dev'] = fs.listdir(base + '/vfio-dev') if 'vfio-dev' in present else []
     rec['is_bridge'] = bool(rec['class'] and rec['class'][:4] in bus.bridge_classes)
     return rec
@@ -101,7 +80,7 @@ def read_device(fs, bus, address, netdevs=None):
 
 def scan(fs, bus):
     """Every device of the bus, keyed by address."""
-    netdevs = net_interfaces_by_path(fs)
+    netdevs = fs.class_index('net')
     return dict((addr, read_device(fs, bus, addr, netdevs)) for addr in fs.listdir(bus.devices_dir()))
 
 

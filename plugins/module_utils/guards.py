@@ -145,17 +145,13 @@ class HostUsage:
             cols = line.split()
             if cols:
                 swaps.add(os.path.basename(cols[0]))
-        blocks = []
-        for name in self.fs.listdir('class/block'):
-            blocks.append((name, self.fs.realpath('class/block/' + name)))
-        self._block = (mounts, swaps, blocks, shared)
+        self._block = (mounts, swaps, self.fs.class_index('block'), shared)
         return self._block
 
     def block_reasons(self, device_rel):
         """Mounted filesystems, swap, and LVM/md/dm holders of the device's disks; mounted
         virtio-9p shares."""
         mounts, swaps, blocks, shared = self._block or self._read_block()
-        root = self.fs.realpath(device_rel).rstrip('/') + '/'
         reasons = []
         for child in self.fs.listdir(device_rel):
             # a virtio-9p device has no block device: its mount tag names the filesystem
@@ -163,9 +159,7 @@ class HostUsage:
             tag = tag.strip('\0 \n') if tag else None
             if tag and tag in shared:
                 reasons.append('its 9p filesystem %s is mounted on %s' % (tag, shared[tag]))
-        for name, real in blocks:
-            if not real.startswith(root):
-                continue
+        for name in blocks.get(self.fs.link_path(device_rel), ()):
             majmin = self.fs.read_optional('class/block/%s/dev' % name)
             if majmin and majmin in mounts:
                 reasons.append('block device %s is mounted on %s' % (name, mounts[majmin]))

@@ -180,9 +180,6 @@ class KernelFS:
         except OSError:
             return None
 
-    def realpath(self, rel):
-        return os.path.realpath(self.sys(rel))
-
     def link_path(self, rel):
         """Where a sysfs symlink (``bus/pci/devices/<addr>``, ``class/net/<if>``) leads, as a
         normalized path under sysfs_path: one readlink instead of realpath's lstat per path
@@ -195,6 +192,22 @@ class KernelFS:
         except OSError:
             return os.path.normpath(path)
         return os.path.normpath(os.path.join(os.path.dirname(path), target))
+
+    def class_index(self, cls):
+        """{sysfs directory: [entries of class/<cls> under it]} (net interfaces, block devices).
+
+        An entry is not always ``<device>/<cls>/<name>``: a virtio NIC's sits under its virtio
+        child (``<device>/virtio0/net/eth0``), a partition under its disk.  Every ancestor
+        directory owns the entry, so a device's entries are
+        ``index.get(self.link_path(<device dir>), [])``: one dict lookup per device.
+        """
+        index = {}
+        for name in self.listdir('class/' + cls):
+            d = os.path.dirname(self.link_path('class/%s/%s' % (cls, name)))
+            while len(d) > 1:
+                index.setdefault(d, []).append(name)
+                d = os.path.dirname(d)
+        return index
 
     def exists(self, rel):
         return os.path.lexists(self.sys(rel))
