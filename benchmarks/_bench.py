@@ -51,6 +51,23 @@ def import_collection():
     return _COLLECTION_ROOT
 
 
+LABCTL = os.path.join(REPO, 'lab', 'labctl')
+TRACE = '/sys/kernel/tracing'   # tracefs in the lab guests (mounted on first use)
+
+
+def labctl(*cmd, **kw):
+    """Run lab/labctl (env=: LAB_NAME and friends); its stdout, RuntimeError on failure
+    unless check=False."""
+    env, check = kw.get('env'), kw.get('check', True)
+    p = subprocess.run([LABCTL] + list(cmd), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       universal_newlines=True, stdin=subprocess.DEVNULL)
+    if check and p.returncode != 0:
+        raise RuntimeError('LAB_NAME=%s labctl %s failed (%d):\n%s\n%s' % (
+            (env or os.environ).get('LAB_NAME', 'default'), ' '.join(cmd)[:300], p.returncode,
+            p.stdout[-2000:], p.stderr[-4000:]))
+    return p.stdout
+
+
 def log(msg):
     sys.stderr.write('[bench] %s\n' % msg)
     sys.stderr.flush()

@@ -43,9 +43,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _bench as B  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-LABCTL = os.path.join(B.REPO, 'lab', 'labctl')
 FLEET = os.path.join(HERE, 'fleet')
-TRACE = '/sys/kernel/tracing'
+TRACE = B.TRACE
 METHODS = ('role', 'role-noverify', 'bind', 'naive')
 # method: (playbook, extra vars)
 PLAYBOOK = {'role': ('role.yml', {}), 'role-noverify': ('role.yml', {'passthrough_verify': False}),
@@ -66,12 +65,7 @@ def lab_env(name, args):
 
 
 def labctl(name, args, *cmd, check=True):
-    p = subprocess.run([LABCTL] + list(cmd), env=lab_env(name, args), stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, universal_newlines=True, stdin=subprocess.DEVNULL)
-    if check and p.returncode != 0:
-        raise RuntimeError('LAB_NAME=%s labctl %s failed (%d):\n%s\n%s' % (
-            name, ' '.join(cmd), p.returncode, p.stdout[-2000:], p.stderr[-4000:]))
-    return p.stdout
+    return B.labctl(*cmd, env=lab_env(name, args), check=check)
 
 
 def parallel(fn, items):
@@ -168,7 +162,7 @@ def fleet_up(names, args):
 
 def _up(name, args):
     try:
-        if args.reuse and subprocess.run([LABCTL, 'status'], env=lab_env(name, args), stdout=subprocess.DEVNULL,
+        if args.reuse and subprocess.run([B.LABCTL, 'status'], env=lab_env(name, args), stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL).returncode == 0:
             return None
         labctl(name, args, 'up')

@@ -35,8 +35,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _bench as B  # noqa: E402
 
-LABCTL = os.path.join(B.REPO, 'lab', 'labctl')
-TRACE = '/sys/kernel/tracing'
+TRACE = B.TRACE
 ANSIBLE = os.path.join(os.path.dirname(sys.executable), 'ansible')
 if not os.path.exists(ANSIBLE):
     ANSIBLE = 'ansible'
@@ -44,12 +43,7 @@ MODULE = 'ansible_collections.hypervisor.vfio.plugins.modules.vfio_bind'
 
 
 def ssh(cmd):
-    p = subprocess.run([LABCTL, 'ssh', cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       universal_newlines=True, stdin=subprocess.DEVNULL)
-    if p.returncode != 0:
-        raise RuntimeError('guest command failed (%d): %s\n%s\n%s' % (p.returncode, cmd[:200], p.stdout[-2000:],
-                                                                      p.stderr[-2000:]))
-    return p.stdout
+    return B.labctl('ssh', cmd)
 
 
 def guest_pythonpath():
@@ -133,8 +127,7 @@ def main():
     ap.add_argument('--sizes', default='1,4,8,16', help='numbers of devices per call')
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(',')]
-    inventory = subprocess.run([LABCTL, 'inventory'], stdout=subprocess.PIPE, universal_newlines=True,
-                               check=True).stdout.strip()
+    inventory = B.labctl('inventory').strip()
     with open(inventory) as f:
         extra = re.findall(r'^\s+- "([0-9a-f:.]+)"', f.read().split('lab_extra_devices:', 1)[-1], re.M)
     if len(extra) < max(sizes):
