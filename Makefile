@@ -3,7 +3,8 @@
 #   make test     set everything up, run every gate, print a timing table (what CI runs)
 #   make demo     set everything up, boot the lab VM, converge it, show drivers, tear down
 #   make <gate>   run one gate alone: sanity units pytest lint docs-lint build importer
-#                 changelog-lint integration molecule
+#                 changelog-lint core-py39 fresh integration molecule
+#   make fresh    'make demo' from a clone in a fresh minimal Debian 12 root (hack/fresh-gate)
 #   make venv     only the Python venv (.venv/), make apt-deps only the Debian packages
 #   make lab-up / lab-down / lab-ssh   the lab hypervisor VM (LAB_NAME selects an instance)
 #   make clean    remove build output and caches (keeps .venv); make distclean also .venv
@@ -24,7 +25,9 @@ export ANSIBLE_HOME ?= $(REPO)/.cache/ansible-home
 export ANSIBLE_LOCAL_TEMP ?= $(REPO)/.cache/ansible-tmp
 
 # Always-on gates, in order (cheap first).
-GATES := changelog-lint build importer docs-lint lint pytest core-py39 units sanity
+# fresh: the README's 'make demo' in a fresh Debian root; after the cheap gates, before the
+# lab gates, so a missing install step shows there first (and nothing else runs a VM then).
+GATES := changelog-lint build importer docs-lint lint pytest core-py39 units sanity fresh
 # Gates that need the lab: included in 'make test' only once their files exist.
 INTEGRATION_NEEDS := lab/labctl tests/integration/conftest.py
 MOLECULE_NEEDS    := lab/labctl extensions/molecule/run.sh extensions/molecule/default/molecule.yml
@@ -33,10 +36,10 @@ OPTIONAL_GATES := $(if $(call missing,$(INTEGRATION_NEEDS)),,integration) \
                   $(if $(call missing,$(MOLECULE_NEEDS)),,molecule)
 
 .PHONY: help setup venv apt-deps test demo clean distclean lab-up lab-down lab-ssh \
-        sanity units pytest core-py39 lint docs-lint build importer changelog-lint integration molecule
+        sanity units pytest core-py39 fresh lint docs-lint build importer changelog-lint integration molecule
 
 help:
-	@sed -n '2,10s/^# \{0,1\}//p' $(REPO)/Makefile
+	@sed -n '2,11s/^# \{0,1\}//p' $(REPO)/Makefile
 
 # ---------------------------------------------------------------- set-up
 setup: apt-deps venv
@@ -90,6 +93,11 @@ units: venv
 # The module core's unit tests on Python 3.9, the oldest Python of managed hosts.
 core-py39:
 	$(REPO)/hack/core-py39
+
+# The README's first command from nothing: a minimal Debian 12 root (mmdebstrap), a clone of
+# HEAD in its /root, 'make demo' chrooted there (hack/fresh-gate; needs root).
+fresh: apt-deps
+	$(REPO)/hack/fresh-gate
 
 # Plain pytest from the repo root (pytest.ini: testpaths, collection import path).
 pytest: venv
