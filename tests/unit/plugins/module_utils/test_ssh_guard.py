@@ -13,10 +13,10 @@ import os
 
 import pytest
 
-from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind
-from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
+from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed
 from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import HostUsage
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel
+from ansible_collections.hypervisor.vfio.tests.unit.plugins.module_utils.test_bind import bind
 
 MGMT = '0000:00:02.0'   # eth0, default route
 NIC = '0000:00:04.0'    # eth2, 10.0.2.0/24
@@ -45,11 +45,6 @@ def host(tmp_path):
 @pytest.fixture
 def kernel(host):
     return FakeKernel(host)
-
-
-def bind(host, kernel, check_mode=False, **params):
-    p = host.params(**params)
-    return run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, check_mode=check_mode, may_load_modules=True)
 
 
 def refused(host, kernel, **params):
