@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# mmdebstrap --customize-hook for hostimagectl build: $1 rootfs, $2 ssh public key, $3 root fs label.
+# mmdebstrap --customize-hook for hostimagectl build: $1 rootfs, $2 ssh public key, $3 root fs label,
+# $4 the operator account.
 # Runs on the build machine, acting only on the rootfs directory (sysfs is not mounted there).
 set -euo pipefail
-R="$1"; PUB="$2"; LABEL="$3"
+R="$1"; PUB="$2"; LABEL="$3"; OPERATOR="$4"
 in_root() { chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
 
 kver=$(find "$R/lib/modules" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort -V | tail -n1)
@@ -13,10 +14,26 @@ echo hostimage >"$R/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\thostimage\n' >"$R/etc/hosts"
 printf 'LABEL=%s\t/\text4\tdefaults,errors=remount-ro\t0\t1\n' "$LABEL" >"$R/etc/fstab"
 
-# Root: password locked, key-only SSH.
+# Reached as fleets are: root cannot log in over SSH; the operator logs in with the key
+# (no password: '*') and becomes root through passwordless sudo.
 in_root usermod -p '*' root
-install -d -m 700 "$R/root/.ssh"
-install -m 600 "$PUB" "$R/root/.ssh/authorized_keys"
+in_root useradd --create-home --shell /bin/bash --user-group --comment "lab operator" "$OPERATOR"
+in_root usermod -p '*' "$OPERATOR"
+install -d -m 700 -o "$(stat -c %u "$R/home/$OPERATOR")" -g "$(stat -c %g "$R/home/$OPERATOR")" \
+  "$R/home/$OPERATOR/.ssh"
+install -m 600 -o "$(stat -c %u "$R/home/$OPERATOR")" -g "$(stat -c %g "$R/home/$OPERATOR")" \
+  "$PUB" "$R/home/$OPERATOR/.ssh/authorized_keys"
+printf '%s ALL=(ALL:ALL) NOPASSWD: ALL\n' "$OPERATOR" >"$R/etc/sudoers.d/hostimage-operator"
+chmod 0440 "$R/etc/sudoers.d/hostimage-operator"
+in_root visudo -cqf /etc/sudoers.d/hostimage-operator
+mkdir -p "$R/etc/ssh/sshd_config.d"
+cat >"$R/etc/ssh/sshd_config.d/10-hostimage.conf" <<EOF
+# hostimage: key-only, the operator logs in, root does not.
+PermitRootLogin no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AllowUsers $OPERATOR
+EOF
 
 # Management NIC (virtio-net) on DHCP via systemd-networkd; the e1000e stays unconfigured.
 mkdir -p "$R/etc/systemd/network"

@@ -47,26 +47,25 @@ def modprobe_args(host, running_release):
     return args
 
 
-def run_bind(params, host, run, check_mode=False, environ=None, bus_name='pci', may_load_modules=None):
+def run_bind(params, host, run, check_mode=False, bus_name='pci', may_load_modules=None):
     """Do the whole job; return the module result or raise BindFailed / RequestError.
 
     ``run`` executes argv lists (modprobe).  modprobe acts on the kernel running here, so by
     default it is used only when sysfs_path is this kernel's /sys; a fake tree's missing module
     is then an error, never a real module load (``may_load_modules`` overrides, for a fake kernel).
     """
-    environ = os.environ if environ is None else environ
     if may_load_modules is None:
         may_load_modules = os.path.realpath(host.fs.sysfs_path) == '/sys'
     bus = BUSES[bus_name]
     items = parse_request(params, bus)  # bad input fails here, before anything is read
     if check_mode:
-        return _with_facts(params, host, bus, _plan_and_apply(params, host, run, items, bus, environ, check_mode,
+        return _with_facts(params, host, bus, _plan_and_apply(params, host, run, items, bus, check_mode,
                                                               may_load_modules))
     try:
         with HostLock(params['lock_file'], params['lock_timeout']):
             # the facts are read under the lock: no other run moves a device in between
-            return _with_facts(params, host, bus, _plan_and_apply(params, host, run, items, bus, environ,
-                                                                  check_mode, may_load_modules))
+            return _with_facts(params, host, bus, _plan_and_apply(params, host, run, items, bus, check_mode,
+                                                                  may_load_modules))
     except LockTimeout as e:
         raise BindFailed('vfio_bind: %s; wait for it to finish (or find a stuck run) and retry' % e, {})
     except (IOError, OSError) as e:
@@ -85,8 +84,8 @@ def _with_facts(params, host, bus, result):
     return result
 
 
-def _plan_and_apply(params, host, run, items, bus, environ, check_mode, may_load_modules):
-    usage = HostUsage(host.fs, environ.get('SSH_CONNECTION'))
+def _plan_and_apply(params, host, run, items, bus, check_mode, may_load_modules):
+    usage = HostUsage(host.fs)
     planner = Planner(host, bus, usage, group_policy=params['iommu_group'], force=params['force'])
     plan = planner.plan(items)
     running = host.fs.read_proc('sys/kernel/osrelease')

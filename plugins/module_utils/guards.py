@@ -4,8 +4,8 @@
 """Is a device in use by the host?  Reasons to refuse taking it away (unless forced).
 
 Everything is read through the KernelFS object: network state from procfs and the
-``net/`` class of sysfs, block usage from mountinfo, swaps and ``holders/``,
-VFIO users from the open file descriptors of processes.
+``net/`` class of sysfs, live SSH sessions from the sockets sshd holds, block usage from
+mountinfo, swaps and ``holders/``, VFIO users from the open file descriptors of processes.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -28,13 +28,36 @@ def _ipv4_int(addr):
     return struct.unpack('!I', socket.inet_aton(addr))[0]
 
 
+# The processes of OpenSSH's server: the listener and, per connection, the privileged
+# monitor and the user's process ("sshd" up to 9.7, "sshd-session" from 9.8).
+SSHD_COMMS = ('sshd', 'sshd-session')
+TCP_ESTABLISHED = '01'
+
+
+def _tcp_endpoint(word):
+    """(address, port) of a /proc/net/tcp{,6} endpoint: the address as host-order 32-bit
+    hex words (one for IPv4, four for IPv6), the port as big-endian hex; an IPv4-mapped
+    IPv6 address is given as IPv4."""
+    addr, port = word.split(':')
+    packed = b''.join(struct.pack('=I', int(addr[i:i + 8], 16)) for i in range(0, len(addr), 8))
+    if len(packed) == 4:
+        return socket.inet_ntoa(packed), int(port, 16)
+    if packed[:12] == b'\0' * 10 + b'\xff\xff':
+        return socket.inet_ntoa(packed[12:]), int(port, 16)
+    return socket.inet_ntop(socket.AF_INET6, packed), int(port, 16)
+
+
+def _endpoint_text(addr, port):
+    return ('[%s]:%d' if ':' in addr else '%s:%d') % (addr, port)
+
+
 class HostUsage:
     """What the host is using, read once per run and queried per device."""
 
-    def __init__(self, fs, ssh_connection=None):
+    def __init__(self, fs):
         self.fs = fs
-        self.ssh_connection = ssh_connection
         self._net = None
+        self._ssh = None
         self._block = None
         self._vfio_users = None
 
@@ -64,35 +87,74 @@ class HostUsage:
         self._net = (routes, v6, v6_default)
         return self._net
 
-    def _ssh_iface(self):
-        """The interface the SSH connection Ansible arrived on reaches us through."""
-        if not self.ssh_connection:
-            return None
-        parts = self.ssh_connection.split()
-        if len(parts) < 3:
-            return None
-        server = parts[2]
+    def _iface_of(self, addr):
+        """The interface a local address of this host sits on: for IPv6 the interface that
+        holds it, for IPv4 the one whose route covers it most narrowly (procfs lists no IPv4
+        addresses per interface)."""
         routes, v6, dummy = self._net or self._read_net()
-        if ':' in server and not server.startswith('::ffff:'):
-            try:
-                packed = socket.inet_pton(socket.AF_INET6, server.split('%')[0])
-            except (OSError, ValueError):
-                return None
-            want = packed.hex() if hasattr(packed, 'hex') else ''.join('%02x' % b for b in packed)
-            for iface, addr, dummy_scope in v6:
-                if addr == want:
+        if ':' in addr:
+            packed = socket.inet_pton(socket.AF_INET6, addr)
+            want = ''.join('%02x' % c for c in bytearray(packed))
+            for iface, held, dummy_scope in v6:
+                if held == want:
                     return iface
             return None
-        server = server.replace('::ffff:', '')
-        try:
-            ip = _ipv4_int(server)
-        except (OSError, ValueError):
-            return None
+        ip = _ipv4_int(addr)
         best = None
         for iface, dest, mask, dummy_default in routes:
             if ip & mask == dest and (best is None or mask > best[1]):
                 best = (iface, mask)
         return best[0] if best else None
+
+    # -- live SSH sessions ------------------------------------------------------
+    def _read_ssh_sessions(self):
+        """Established TCP connections whose socket an sshd process holds, from the kernel's
+        own tables (/proc/PID/fd and /proc/net/tcp{,6}): whoever runs the module, through
+        sudo or not, and whatever its environment.  -> [session dict]"""
+        holders = {}  # socket inode -> (pid, comm)
+        for pid in sorted(self.fs.listdir_proc(''), key=lambda p: int(p) if p.isdigit() else -1):
+            if not pid.isdigit():
+                continue
+            comm = (self.fs.read_proc('%s/comm' % pid) or '').strip()
+            if comm not in SSHD_COMMS:
+                continue
+            for fd in self.fs.listdir_proc('%s/fd' % pid):
+                target = self.fs.readlink_proc('%s/fd/%s' % (pid, fd)) or ''
+                if target.startswith('socket:[') and target.endswith(']'):
+                    holders.setdefault(target[len('socket:['):-1], (int(pid), comm))
+        sessions = []
+        if holders:
+            for table in ('net/tcp', 'net/tcp6'):
+                for line in (self.fs.read_proc(table) or '').split('\n')[1:]:
+                    cols = line.split()
+                    if len(cols) < 10 or cols[3] != TCP_ESTABLISHED or cols[9] not in holders:
+                        continue
+                    try:
+                        local, remote = _tcp_endpoint(cols[1]), _tcp_endpoint(cols[2])
+                        iface = self._iface_of(local[0])
+                    except (ValueError, OSError, struct.error):
+                        continue
+                    pid, comm = holders[cols[9]]
+                    sessions.append({'local': _endpoint_text(*local), 'remote': _endpoint_text(*remote),
+                                     'pid': pid, 'comm': comm, 'iface': iface})
+        self._ssh = sessions
+        return sessions
+
+    def ssh_session_reasons(self, ifaces):
+        """The live SSH sessions that arrive through these interfaces or anything stacked on
+        them: taking the device would cut them off, so not even force allows it."""
+        if not ifaces:
+            return []
+        sessions = self._ssh if self._ssh is not None else self._read_ssh_sessions()
+        reasons = []
+        for iface in ifaces:
+            for dev in self._uppers(iface):
+                via = '' if dev == iface else ' (stacked on %s)' % iface
+                for s in sessions:
+                    if s['iface'] == dev:
+                        reasons.append('network interface %s%s carries the live SSH session %s -> %s (%s pid %d)'
+                                       % (dev, via, s['remote'], s['local'], s['comm'], s['pid']))
+        return unique(reasons)
 
     def _uppers(self, iface, seen=None):
         """The interface and every bond, bridge, VLAN or macvlan stacked on it."""
@@ -113,15 +175,12 @@ class HostUsage:
         if not ifaces:
             return []
         routes, v6, v6_default = self._net or self._read_net()
-        ssh_iface = self._ssh_iface()
         reasons = []
         for iface in ifaces:
             for dev in self._uppers(iface):
                 via = '' if dev == iface else ' (stacked on %s)' % iface
                 if any(r[0] == dev and r[3] for r in routes) or dev in v6_default:
                     reasons.append('network interface %s%s carries the default route' % (dev, via))
-                if dev == ssh_iface:
-                    reasons.append('network interface %s%s carries the SSH connection Ansible uses' % (dev, via))
                 if any(r[0] == dev and not r[3] for r in routes):
                     reasons.append('network interface %s%s has an IPv4 address (it has routes)' % (dev, via))
                 # scope 0x20 is link-local: every up interface has one; not "configured"

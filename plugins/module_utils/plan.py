@@ -343,13 +343,19 @@ class Planner:
         }
 
     def _guard(self, entry, rec, leaving_vfio):
-        """Refuse to take a device the host is using (unless force)."""
-        reasons = list(self.usage.nic_reasons(rec['net_interfaces']))
+        """Refuse to take a device the host is using (unless force); never the NIC of a live
+        SSH session, force or not: that change belongs on the console."""
+        sessions = self.usage.ssh_session_reasons(rec['net_interfaces'])
+        reasons = sessions + list(self.usage.nic_reasons(rec['net_interfaces']))
         reasons += self.usage.block_reasons(self.bus.device_dir(rec['address']))
         if leaving_vfio:
             reasons += self.usage.vfio_reasons(rec)
         entry['guards'] = reasons
-        if reasons and self.force:
+        if sessions:
+            self.errors.append('%s: refusing to unbind %s from %s: %s. force: true does not override this: '
+                               'it would cut that session off. Make this change from the console (or over '
+                               'another NIC)' % (entry['item'], rec['address'], rec['driver'], '; '.join(reasons)))
+        elif reasons and self.force:
             entry['forced'] = True
             entry['warnings'].append('force: proceeding although ' + '; '.join(reasons))
         elif reasons:

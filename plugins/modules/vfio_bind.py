@@ -87,10 +87,13 @@ options:
     description:
       - Bypass the in-use guards. B(Dangerous.)
       - Without it, a device is refused when one of its network interfaces (or a bond, bridge or VLAN on
-        top of it) carries the default route, an IP address or the SSH connection Ansible uses; when one
-        of its disks is mounted, holds swap or is used by LVM/md/dm; and, when moving it away from VFIO,
-        when a process (a VM) holds its C(/dev/vfio) group open.
-      - PCI bridges are always refused.
+        top of it) carries the default route or an IP address; when one of its disks is mounted, holds
+        swap or is used by LVM/md/dm; and, when moving it away from VFIO, when a process (a VM) holds its
+        C(/dev/vfio) group open.
+      - PCI bridges are always refused, and so is a NIC whose interface (or a bond, bridge or VLAN on top
+        of it) carries a live SSH session into the host, force or not, so that no run cuts its operator off;
+        make that change from the console. Sessions are found in the kernel (TCP connections held by
+        C(sshd) processes, in C(/proc)), so this holds under C(become) too, where C(SSH_CONNECTION) is gone.
     type: bool
     default: false
   timeout:

@@ -50,10 +50,12 @@ class Lab:
                         ANSIBLE_HOME=os.path.join(collections_path, '.ansible-home'))
 
     def ssh(self, command, check=True, timeout=120):
+        """Run a shell command in the guest as root, the way the inventory reaches it: logged in
+        as ansible_user and, with ansible_become, through sudo -n (as Ansible's become does)."""
         v = self.vars
         argv = ['ssh', '-p', str(v['ansible_port']), '-i', v['ansible_ssh_private_key_file'],
                 '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
-                '-o', 'BatchMode=yes', '%s@%s' % (v.get('ansible_user', 'root'), v['ansible_host']), command]
+                '-o', 'BatchMode=yes', '%s@%s' % (v['ansible_user'], v['ansible_host']), as_root(v, command)]
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
                            stdin=subprocess.DEVNULL)
         if check and p.returncode != 0:
@@ -143,6 +145,10 @@ def lab(collections_path):
         started = True
         inventory = os.path.join(REPO, '.lab', env['LAB_NAME'], 'inventory.yml')
     lab = Lab(inventory, collections_path)
+    if lab.vars.get('ansible_user', 'root') == 'root' or not lab.vars.get('ansible_become'):
+        pytest.fail('%s logs in as %s without become; the lab is reached as fleets are (an operator '
+                    'account and become: true): restart it with this lab/labctl'
+                    % (inventory, lab.vars.get('ansible_user', 'root')))
     yield lab
     if started:
         subprocess.run([LABCTL, 'down'], env=env, timeout=300, check=False, stdin=subprocess.DEVNULL)
@@ -162,3 +168,11 @@ def clean(lab):
 
 def quote(s):
     return shlex.quote(s)
+
+
+def as_root(host_vars, command):
+    """The remote command line that runs ``command`` (bash) as root on a host of the inventory:
+    through ``sudo -n`` when it is reached with become, as hypervisors are."""
+    if host_vars.get('ansible_become'):
+        return 'sudo -n /bin/bash -c %s' % shlex.quote(command)
+    return command

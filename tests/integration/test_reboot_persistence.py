@@ -31,6 +31,7 @@ import time
 
 import pytest
 import yaml
+from conftest import as_root
 
 MARKERS = {
     'lab': 'needs a QEMU lab guest (slow, real kernel)',
@@ -104,7 +105,8 @@ class HostImage:
         v = self.vars
         argv = ['ssh', '-p', str(v['ansible_port']), '-i', v['ansible_ssh_private_key_file'],
                 '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
-                '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10', 'root@127.0.0.1', command]
+                '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10', '%s@127.0.0.1' % v['ansible_user'],
+                as_root(v, command)]
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
         if check and p.returncode != 0:
             raise AssertionError('guest command %r failed (%d): %s %s' % (command, p.returncode, p.stdout, p.stderr))

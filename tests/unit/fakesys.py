@@ -10,6 +10,8 @@ __metaclass__ = type
 
 import errno
 import os
+import socket
+import struct
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import KernelError, KernelFS, WriteTimeout
 
@@ -37,6 +39,16 @@ def _write(path, text):
         os.makedirs(d)
     with open(path, 'w') as f:
         f.write(text)
+
+
+def _tcp_word(addr, port):
+    """An endpoint as /proc/net/tcp{,6} writes it: host-order 32-bit hex words, hex port."""
+    if ':' in addr:
+        packed = socket.inet_pton(socket.AF_INET6, addr)
+    else:
+        packed = socket.inet_aton(addr)
+    words = struct.unpack('=%dI' % (len(packed) // 4), packed)
+    return '%s:%04X' % (''.join('%08X' % w for w in words), port)
 
 
 class FakeHost:
@@ -190,6 +202,33 @@ class FakeHost:
         os.makedirs(fd)
         os.symlink('/dev/vfio/%s' % group, os.path.join(fd, '7'))
         _write(os.path.join(self.proc, str(pid), 'comm'), comm + '\n')
+
+    def add_ssh_session(self, pid, local, remote, comm='sshd', inode=None, state='01'):
+        """An sshd process holding a TCP socket from remote to local (('10.0.2.15', 22) or
+        ('fd00::15', 22)): /proc/PID/comm, /proc/PID/fd/N -> socket:[inode] and the socket's
+        line in /proc/net/tcp (IPv4) or tcp6 (IPv6), in the kernel's format.  state '01' is
+        ESTABLISHED, '0A' LISTEN.  Returns the inode."""
+        inode = inode if inode is not None else 40000 + pid
+        fd = os.path.join(self.proc, str(pid), 'fd')
+        if not os.path.isdir(fd):
+            os.makedirs(fd)
+            _write(os.path.join(self.proc, str(pid), 'comm'), comm + '\n')
+        os.symlink('socket:[%d]' % inode, os.path.join(fd, str(3 + len(os.listdir(fd)))))
+        self.add_tcp_socket(local, remote, inode, state)
+        return inode
+
+    def add_tcp_socket(self, local, remote, inode, state='01'):
+        """A line of /proc/net/tcp or tcp6 (by the local address's family)."""
+        v6 = ':' in local[0]
+        path = os.path.join(self.proc, 'net', 'tcp6' if v6 else 'tcp')
+        if not os.path.exists(path):
+            _write(path, '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt'
+                         '   uid  timeout inode\n')
+        with open(path) as f:
+            n = len(f.read().splitlines()) - 1
+        with open(path, 'a') as f:
+            f.write('%4d: %s %s %s 00000000:00000000 02:000A8B2B 00000000     0        0 %d 4 '
+                    '0000000000000000 20 4 29 10 -1\n' % (n, _tcp_word(*local), _tcp_word(*remote), state, inode))
 
     # -- module parameters -----------------------------------------------------------
     def params(self, **kw):

@@ -45,10 +45,9 @@ def kernel(host):
     return FakeKernel(host)
 
 
-def bind(host, kernel, check_mode=False, environ=None, **params):
+def bind(host, kernel, check_mode=False, **params):
     p = host.params(**params)
-    return run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, check_mode=check_mode,
-                    environ=environ if environ is not None else {}, may_load_modules=True)
+    return run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, check_mode=check_mode, may_load_modules=True)
 
 
 def state(host, kernel, addr):
@@ -224,18 +223,6 @@ def test_management_nic_refused(host, kernel):
     assert kernel.log == []
 
 
-def test_ssh_interface_and_stacked_devices_refused(host, kernel):
-    host.add_route('br0', dest='0002000A', mask='00FFFFFF', gateway='00000000')
-    host.add_upper('eth2', 'bond0')
-    host.add_upper('bond0', 'br0')
-    with pytest.raises(BindFailed) as e:
-        bind(host, kernel, environ={'SSH_CONNECTION': '10.0.2.2 50000 10.0.2.15 22'}, devices=[NIC])
-    msg = str(e.value)
-    assert 'br0 (stacked on eth2) carries the SSH connection' in msg
-    assert 'br0 (stacked on eth2) has an IPv4 address' in msg
-    assert kernel.log == []
-
-
 def test_force_bypasses_nic_guard_with_warning(host, kernel):
     r = bind(host, kernel, devices=[MGMT], force=True)
     assert r['devices'][0]['forced']
@@ -400,7 +387,7 @@ def test_never_runs_modprobe_for_a_fake_tree(host, kernel):
         raise AssertionError('modprobe ran: %r' % (argv,))
 
     with pytest.raises(BindFailed) as e:
-        run_bind(p, HostContext(p, fs=kernel), must_not_run, environ={})
+        run_bind(p, HostContext(p, fs=kernel), must_not_run)
     assert "runs modprobe only when sysfs_path is the running kernel's /sys" in str(e.value)
     assert kernel.log == []
 

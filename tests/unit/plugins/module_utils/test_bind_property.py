@@ -67,7 +67,7 @@ def test_success_or_clean_failure_without_writes(args):
         kernel = FakeKernel(host)
         p = host.params(**args)
         try:
-            result = run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, environ={}, may_load_modules=True)
+            result = run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, may_load_modules=True)
         except (RequestError, BindFailed) as e:
             assert str(e)
             assert kernel.device_writes() == []
