@@ -304,9 +304,13 @@ def _close_inherited_fds(keep):
 
 
 def write_once(path, data):
-    """One write(2) of data to path (sysfs acts on each write); return its errno, 0 on success."""
+    """One write(2) of data to path (sysfs acts on each write); return its errno, 0 on success.
+
+    O_TRUNC as a shell redirection has it: sysfs ignores it, and a plain file (a fake tree)
+    then holds the value written, not the value written over the head of the previous one.
+    """
     try:
-        fd = os.open(path, os.O_WRONLY)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
         try:
             os.write(fd, data)
         finally:

@@ -108,6 +108,21 @@ options:
     description: Seconds to wait for another run to release O(lock_file).
     type: int
     default: 300
+  journal_file:
+    description:
+      - The intent journal. Before its first device write, a run records there every device's driver
+        and C(driver_override) before and after, then each step before taking it, and removes the file
+        when it is over. The file is written atomically (temporary file, C(fsync), rename), mode 0600 in a
+        directory created 0700, never through a symbolic link.
+      - A run killed between two kernel steps (SIGKILL, the OOM killer) leaves it behind. The next run
+        reports it (C(journal) in the result and a warning) and repairs before it plans anything new
+        (in check mode it only reports): a device already on the interrupted run's target is kept, one
+        still as it was is left alone, any other is rolled back to the driver and C(driver_override) the
+        journal recorded. If a device cannot be repaired the task fails and the journal stays.
+      - A failed run that rolled back cleanly removes it too; one that left a write pending in the kernel
+        or could not roll back keeps it, so the next run repairs first.
+    type: path
+    default: /run/hypervisor-vfio/journal.json
   return_facts:
     description:
       - Also return C(ansible_facts.vfio), the facts M(hypervisor.vfio.vfio_facts) gives, read from sysfs
@@ -251,6 +266,17 @@ failure:
   description: On failure after a write, the device, step, kernel error, kernel log lines, and what was rolled back.
   returned: failure
   type: dict
+journal:
+  description:
+    - Present when a run interrupted before it finished left O(journal_file) behind; what this run found and
+      did about it before planning.
+    - C(path), C(pid) and C(started) of the interrupted run, C(problems), and C(devices), each with C(address),
+      C(action), the last C(step) recorded, C(driver_before) and C(override_before) as recorded, C(driver_found)
+      and C(override_found) (after the repair), and C(decision), one of V(untouched), V(keep) (already on the
+      interrupted run's target), V(rolled_back), V(rollback) (check mode: would roll back), V(rollback_failed),
+      V(rollback_refused) (a process holds its C(/dev/vfio) file), V(gone) (the device is no longer there).
+  returned: when a journal was left
+  type: dict
 errors:
   description: On refusal before any write, every problem found.
   returned: failure
@@ -285,6 +311,7 @@ def build_module():
         timeout=dict(type='int', default=10),
         lock_file=dict(type='path', default='/run/hypervisor-vfio.lock'),
         lock_timeout=dict(type='int', default=300),
+        journal_file=dict(type='path', default='/run/hypervisor-vfio/journal.json'),
         return_facts=dict(type='bool', default=False),
     )
     spec.update(host_path_argument_spec())

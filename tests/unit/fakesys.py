@@ -196,6 +196,7 @@ class FakeHost:
         p = dict(sysfs_path=self.sys, procfs_path=self.proc, modules_dir=self.moddir,
                  kernel_release=None, modprobe_config_dirs=[self.confdir],
                  lock_file=os.path.join(self.root, 'vfio.lock'), lock_timeout=5, timeout=5,
+                 journal_file=os.path.join(self.root, 'run', 'hypervisor-vfio', 'journal.json'),
                  state='vfio', driver=None, iommu_group='strict', force=False)
         p.update(kw)
         return p
