@@ -218,7 +218,7 @@ def recover_interrupted(params, host, bus, run, environ=None, check_mode=False):
 
 
 def _recovery_message(report):
-    rows = ['%s %s (last step %s): %s' % (r['address'], r['action'], r['step'], r['decision'].replace('_', ' '))
+    rows = ['%s %s (last step begun: %s): %s' % (r['address'], r['action'], r['step'], r['decision'].replace('_', ' '))
             for r in report['devices']]
     msg = ('vfio_bind: a run interrupted before it finished (pid %s, started %s) left the journal %s: %s'
            % (report['pid'], report['started'], report['path'], '; '.join(rows) or 'no device'))

@@ -185,11 +185,21 @@ class Journal:
         self.remove()
 
     def remove(self):
+        """Remove the journal and the temporary files of killed runs (``<journal>.<pid>.tmp``)."""
+        base = os.path.basename(self.path)
         try:
-            os.unlink(self.path)
-        except OSError as e:
-            if e.errno != errno.ENOENT:
-                raise JournalError('cannot remove journal %s: %s' % (self.path, os.strerror(e.errno or 0)))
+            names = os.listdir(self.dir)
+        except OSError:
+            names = []
+        stale = [n for n in names if n.startswith(base + '.') and n.endswith('.tmp')
+                 and n[len(base) + 1:-4].isdigit()]
+        for name in [base] + stale:
+            try:
+                os.unlink(os.path.join(self.dir, name))
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    raise JournalError('cannot remove journal %s: %s' % (os.path.join(self.dir, name),
+                                                                         os.strerror(e.errno or 0)))
         _fsync_dir(self.dir)
 
 

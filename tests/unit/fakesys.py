@@ -70,13 +70,23 @@ class FakeHost:
         _write(os.path.join(self.moddir, self.release, 'modules.alias'),
                '# Aliases extracted from modules themselves.\n' + '\n'.join(self.aliases) + '\n')
         _write(os.path.join(self.moddir, self.release, 'modules.dep'),
-               ''.join('kernel/drivers/%s.ko.xz:\n' % m for m in self.dep))
+               ''.join('kernel/drivers/%s.ko.xz:%s\n' % (m, self._dep_line(m)) for m in self.dep))
+
+    def _dep_line(self, module):
+        """VFIO drivers (vfio_pci and the override-only variants) depend on vfio_pci_core, as in
+        a real modules.dep; a module may also name its own (``deps``)."""
+        info = self.modules.get(module, {})
+        deps = list(info.get('deps') or ())
+        if module == 'vfio_pci' or info.get('override_only'):
+            deps = ['vfio/pci/vfio-pci-core', 'vfio/vfio'] + deps
+        return ''.join(' kernel/drivers/%s.ko.xz' % d for d in deps)
 
     def add_module(self, module, driver=None, ids=(), override_only=False, loaded=False, alias=True,
-                   installed=True):
+                   installed=True, deps=()):
         """A kernel module providing a pci driver.  VFIO variants get vfio_pci: aliases."""
         driver = driver or module
-        self.modules[module] = {'driver': driver, 'ids': list(ids), 'override_only': override_only}
+        self.modules[module] = {'driver': driver, 'ids': list(ids), 'override_only': override_only,
+                                'deps': list(deps)}
         if installed:
             self.dep.append(module)
         if alias:

@@ -142,7 +142,11 @@ def test_killed_restore_is_repaired(host, kernel, monkeypatch, n, left, decision
         bind(host, kernel, devices=[NIC], state='host')
     monkeypatch.undo()
     assert state(kernel, NIC) == left
+    stale = journal_file(host) + '.99999.tmp'  # the temporary file of a run killed while writing it
+    with open(stale, 'w') as f:
+        f.write('{')
     r = bind(host, kernel, devices=[VIRTIO])
+    assert not os.path.exists(stale)
     assert [(d['action'], d['decision']) for d in r['journal']['devices']] == [('restore', decision)]
     assert state(kernel, NIC) == (('e1000e', None) if decision == 'keep' else ('vfio-pci', 'vfio-pci'))
     assert not os.path.exists(journal_file(host))
