@@ -188,6 +188,8 @@ def _parse_item(index, entry, state, driver, bus, problems):
     if not isinstance(entry, (str, dict)):
         if isinstance(entry, (int, float)):  # a bare address YAML made a number of (01:00.0 -> 60.0)
             problems.check(_address, entry, where, bus)
+        elif entry is None:
+            problems.append('%s is empty (null in YAML); give a PCI address or a selector dict' % where)
         else:
             problems.append('%s must be a PCI address string or a selector dict, got %s %r'
                             % (where, type(entry).__name__, entry))
@@ -411,6 +413,8 @@ class Planner:
                              'survives a re-probe (the device is not unbound)' % (driver, driver))
         elif not rec['driver']:
             entry.update(action='bind', reason='unbound; binding to %s' % driver)
+            self._refuse_in_use(entry, rec, self.usage.gpu_reasons(  # a firmware framebuffer has no pci driver
+                rec, self.bus.device_dir(addr)))
         else:
             entry.update(action='rebind', reason='moving from %s to %s' % (rec['driver'], driver))
             self._guard(entry, rec, leaving_vfio=devs.is_vfio_driver(rec, self.vfio_modules))
@@ -467,14 +471,22 @@ class Planner:
         reasons += self.usage.block_reasons(self.bus.device_dir(rec['address']))
         if leaving_vfio:
             reasons += self.usage.vfio_reasons(rec)
+        else:
+            reasons += self.usage.gpu_reasons(rec, self.bus.device_dir(rec['address']))
+        self._refuse_in_use(entry, rec, reasons)
+
+    def _refuse_in_use(self, entry, rec, reasons):
+        """Record the reasons; refuse the device unless force (then warn)."""
         entry['guards'] = reasons
         if reasons and self.force:
             entry['forced'] = True
             entry['warnings'].append('force: proceeding although ' + '; '.join(reasons))
         elif reasons:
-            self.errors.append('%s: refusing to unbind %s from %s: %s. Use force: true only if you are sure '
+            what = ('unbind %s from %s' % (rec['address'], rec['driver']) if rec['driver']
+                    else 'bind %s (no driver bound now)' % rec['address'])
+            self.errors.append('%s: refusing to %s: %s. Use force: true only if you are sure '
                                '(for example from a console, not over this connection)' % (
-                                   entry['item'], rec['address'], rec['driver'], '; '.join(reasons)))
+                                   entry['item'], what, '; '.join(reasons)))
 
     # -- groups --------------------------------------------------------------
     def _group_check(self, entries, items_by_addr):
