@@ -54,6 +54,9 @@ options:
         (the driver bound now).
       - A selector entry may also carry C(state) and C(driver) for its devices, and C(optional) (bool)
         so that matching nothing is not an error.
+      - Addresses, ids and classes must be strings. YAML 1.1 reads an unquoted V(01:00.0) as the number
+        60.0, V(0x10de) as 4318 and V(0300) as 192; such a number (or a boolean) is refused with the
+        value to quote, never converted. Every problem of the request is reported at once.
     type: list
     elements: raw
     required: true
@@ -72,6 +75,9 @@ options:
         alias search, for devices whose entry has no C(driver) of its own.
       - The escape hatch for ambiguous or unwanted variants, like libvirt's C(<driver model=...>).
       - A blacklisted module is refused.
+      - It must be a VFIO driver, V(vfio_pci) or a variant built on C(vfio_pci_core) (listed as a dependency
+        in C(modules.dep), or holding it in C(/sys/module) when loaded). A host driver such as V(nouveau) or
+        V(e1000e) is refused, even with O(force); O(state=host) gives a device to its host driver.
     type: str
   iommu_group:
     description:
@@ -90,6 +96,11 @@ options:
         top of it) carries the default route, an IP address or the SSH connection Ansible uses; when one
         of its disks is mounted, holds swap or is used by LVM/md/dm; and, when moving it away from VFIO,
         when a process (a VM) holds its C(/dev/vfio) group open.
+      - GPUs the host uses are refused too, naming the process (pid and command) - when a process holds one
+        of its DRM nodes (C(/dev/dri/cardN), C(/dev/dri/renderDN)) or, on the C(nvidia) driver, its
+        C(/dev/nvidiaN), C(/dev/nvidiactl) or C(/dev/nvidia-modeset) open; and when it is the boot VGA
+        device (C(boot_vga)) and a firmware framebuffer (C(BOOTFB), C(efifb), C(vesafb),
+        C(simple-framebuffer) in C(/proc/iomem)) lives in one of its BARs, the host console.
       - PCI bridges are always refused.
     type: bool
     default: false
