@@ -79,8 +79,8 @@ class Problems(list):
 
 def _sexagesimal(value):
     """The PCI address YAML 1.1 read as a base-60 number (01:00.0 -> 60.0), or None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 6000:
+        return None  # also NaN and the infinities
     bus, rest = divmod(round(value * 10), 600)
     slot, function = divmod(rest, 10)
     if bus > 99 or slot > 31 or function > 7:

@@ -123,6 +123,13 @@ def test_yaml_coerced_values_refused_with_quote_it(host, kernel, task, message):
     assert kernel.log == []
 
 
+@pytest.mark.parametrize('value', [float('nan'), float('inf'), -1.5, 1e300])
+def test_odd_numbers_as_addresses_refused_cleanly(host, kernel, value):
+    with pytest.raises(RequestError) as e:
+        bind(host, kernel, devices=[value, {'address': value}])
+    assert 'not a string; quote it in YAML' in str(e.value) and kernel.log == []
+
+
 def test_quoted_values_accepted(host, kernel):
     r = bind(host, kernel, check_mode=True, **from_yaml("devices: ['00:04.0', {vendor: '1af4', class: '0200'}]"))
     assert [d['address'] for d in r['devices']] == [VIRTIO, NIC]
