@@ -26,6 +26,8 @@ import os
 import stat
 import time
 
+from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import read_fd
+
 DEFAULT_JOURNAL = '/run/hypervisor-vfio/journal.json'
 VERSION = 1
 # What the journal keeps of each plan entry.
@@ -84,16 +86,11 @@ class Journal:
             raise JournalError('cannot read journal %s: %s' % (self.path, os.strerror(e.errno or 0)))
         try:
             _check_owner(os.fstat(fd), self.path, 'journal')
-            chunks = []
-            while True:
-                b = os.read(fd, 65536)
-                if not b:
-                    break
-                chunks.append(b)
+            data = read_fd(fd)
         finally:
             os.close(fd)
         try:
-            record = json.loads(b''.join(chunks).decode('utf-8'))
+            record = json.loads(data.decode('utf-8'))
         except ValueError as e:
             raise JournalError('journal %s of an interrupted run is unreadable (%s); check the devices it names by '
                                'hand (driver and driver_override), then remove it' % (self.path, e))

@@ -140,15 +140,9 @@ class KernelFS:
         try:
             fd = os.open(path, os.O_RDONLY)
             try:
-                chunks = []
-                while True:
-                    b = os.read(fd, 65536)
-                    if not b:
-                        break
-                    chunks.append(b)
+                return read_fd(fd).decode('utf-8', 'replace')
             finally:
                 os.close(fd)
-            return b''.join(chunks).decode('utf-8', 'replace')
         except (IOError, OSError) as e:
             if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENODEV, errno.ENXIO):
                 return None
@@ -288,6 +282,17 @@ class KernelFS:
                 os.close(cursor)
             except OSError:
                 pass
+
+
+def read_fd(fd):
+    """Every byte left in an open file (sysfs hands out large attributes in several reads)."""
+    chunks = []
+    while True:
+        b = os.read(fd, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    return b''.join(chunks)
 
 
 def _close_inherited_fds(keep):

@@ -11,6 +11,8 @@ __metaclass__ = type
 import errno
 import os
 
+from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import run_bind
+from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import KernelError, KernelFS, WriteTimeout
 
 RELEASE = '6.12.48+deb12-amd64'
@@ -338,3 +340,30 @@ class FakeKernel(KernelFS):
 
     def device_writes(self):
         return [w for w in self.log if w[0] != 'modprobe']
+
+
+# -- a small standard host, and vfio_bind run on it -----------------------------------------------
+VIRTIO = '0000:00:03.0'   # modern virtio-net: virtio_vfio_pci is its best VFIO variant
+NIC = '0000:00:04.0'      # e1000e: only the generic vfio-pci matches it
+TESTDEV = '0000:00:05.0'  # unbound, its override-only variant vfio_testdev
+
+
+def vfio_host(root):
+    """A FakeHost with vfio_pci, two VFIO variants, two host drivers and the three devices above."""
+    h = FakeHost(root)
+    h.add_module('vfio_pci', driver='vfio-pci')
+    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
+    h.add_module('vfio_testdev', ids=[('1b36', '0005')], override_only=True)
+    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
+    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    h.add_device(VIRTIO, '1af4', '1041', driver='virtio-pci')
+    h.add_device(NIC, '8086', '10d3', driver='e1000e')
+    h.add_device(TESTDEV, '1b36', '0005', cls='00ff00')
+    return h
+
+
+def bind_on(host, kernel, check_mode=False, environ=None, **params):
+    """vfio_bind's whole job (bind.run_bind) on a FakeHost through its FakeKernel."""
+    p = host.params(**params)
+    return run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, check_mode=check_mode,
+                    environ=environ if environ is not None else {}, may_load_modules=True)

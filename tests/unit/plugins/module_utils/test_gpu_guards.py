@@ -12,9 +12,9 @@ import os
 
 import pytest
 
-from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind
-from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
+from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import bind_on as bind
 
 GPU = '0000:01:00.0'
 BOOT = '0000:00:02.0'
@@ -64,10 +64,6 @@ def host(tmp_path):
 def kernel(host):
     return FakeKernel(host)
 
-
-def bind(host, kernel, **params):
-    p = host.params(**params)
-    return run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, environ={}, may_load_modules=True)
 
 
 def test_gpu_with_open_drm_node_refused(host, kernel):

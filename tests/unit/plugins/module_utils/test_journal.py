@@ -14,14 +14,12 @@ import stat
 import pytest
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import journal as jmod
-from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind
-from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
+from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed
 from ansible_collections.hypervisor.vfio.plugins.module_utils.journal import Journal
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import (
+    NIC, TESTDEV, VIRTIO, FakeKernel, vfio_host)
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import bind_on as bind
 
-VIRTIO = '0000:00:03.0'
-NIC = '0000:00:04.0'
-TESTDEV = '0000:00:05.0'
 
 
 class Killed(BaseException):
@@ -30,26 +28,13 @@ class Killed(BaseException):
 
 @pytest.fixture
 def host(tmp_path):
-    h = FakeHost(tmp_path)
-    h.add_module('vfio_pci', driver='vfio-pci')
-    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
-    h.add_module('vfio_testdev', ids=[('1b36', '0005')], override_only=True)
-    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
-    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
-    h.add_device(VIRTIO, '1af4', '1041', driver='virtio-pci')
-    h.add_device(NIC, '8086', '10d3', driver='e1000e')
-    h.add_device(TESTDEV, '1b36', '0005', cls='00ff00')
-    return h
+    return vfio_host(tmp_path)
 
 
 @pytest.fixture
 def kernel(host):
     return FakeKernel(host)
 
-
-def bind(host, kernel, **params):
-    p = host.params(**params)
-    return run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, environ={}, may_load_modules=True)
 
 
 def state(kernel, addr):
@@ -175,8 +160,7 @@ def test_check_mode_reports_a_leftover_journal_without_repairing(host, kernel, m
         bind(host, kernel, devices=[NIC])
     monkeypatch.undo()
     kernel.log[:] = []
-    p = host.params(devices=[NIC])
-    r = run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, check_mode=True, environ={}, may_load_modules=True)
+    r = bind(host, kernel, check_mode=True, devices=[NIC])
     assert [d['decision'] for d in r['journal']['devices']] == ['rollback']
     assert kernel.device_writes() == []
     assert os.path.exists(journal_file(host))

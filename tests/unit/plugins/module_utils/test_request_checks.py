@@ -12,31 +12,21 @@ import os
 
 import pytest
 
-from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind
-from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
+from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed
 from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import Executor
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import PCI, KernelFS
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import (
+    NIC, TESTDEV, VIRTIO, FakeKernel, vfio_host)
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import bind_on as bind
 
-VIRTIO = '0000:00:03.0'
-NIC = '0000:00:04.0'
-TESTDEV = '0000:00:05.0'
 GPU = '0000:01:00.0'
 
 
 @pytest.fixture
 def host(tmp_path):
-    h = FakeHost(tmp_path)
-    h.add_module('vfio_pci', driver='vfio-pci')
-    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
-    h.add_module('vfio_testdev', ids=[('1b36', '0005')], override_only=True)
-    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
-    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    h = vfio_host(tmp_path)
     h.add_module('nouveau', ids=[('10de', '1e04')], deps=['gpu/drm/drm_display_helper', 'gpu/drm/ttm/ttm'])
-    h.add_device(VIRTIO, '1af4', '1041', driver='virtio-pci')
-    h.add_device(NIC, '8086', '10d3', driver='e1000e')
-    h.add_device(TESTDEV, '1b36', '0005', cls='00ff00')
     h.add_device(GPU, '10de', '1e04', cls='030000')
     return h
 
@@ -45,11 +35,6 @@ def host(tmp_path):
 def kernel(host):
     return FakeKernel(host)
 
-
-def bind(host, kernel, check_mode=False, **params):
-    p = host.params(**params)
-    return run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, check_mode=check_mode, environ={},
-                    may_load_modules=True)
 
 
 def from_yaml(text):
