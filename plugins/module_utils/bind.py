@@ -131,7 +131,9 @@ def _failure_message(f):
         msg += '\nrolled back to their previous driver and driver_override: ' + ', '.join(f['rolled_back'])
     if f['rollback_problems']:
         msg += '\nNOT restored: ' + '; '.join(f['rollback_problems'])
-    if f['device'].startswith('module '):
+    if f['device'] == 'journal':
+        msg += '\nNo device was touched. Make journal_file a writable path in a root-only directory, then re-run.'
+    elif f['device'].startswith('module '):
         msg += ('\nNo device was touched. Check that the module is installed for the running kernel '
                 '(modinfo), not blacklisted in modprobe.d, and loads by hand (modprobe -v).')
     elif f['pending']:

@@ -160,9 +160,8 @@ class Journal:
             d = dict((k, e.get(k)) for k in ENTRY_KEYS)
             d['step'] = 'planned'
             devices.append(d)
-        self.record = {'version': VERSION, 'pid': os.getpid(), 'started': time.strftime('%Y-%m-%dT%H:%M:%SZ',
-                                                                                      time.gmtime()),
-                       'devices': devices}
+        started = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+        self.record = {'version': VERSION, 'pid': os.getpid(), 'started': started, 'devices': devices}
         self.record.update(context or {})
         self._commit()
 

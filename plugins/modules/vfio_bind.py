@@ -127,7 +127,7 @@ options:
         directory created 0700, never through a symbolic link.
       - A run killed between two kernel steps (SIGKILL, the OOM killer) leaves it behind. The next run
         reports it (C(journal) in the result and a warning) and repairs before it plans anything new
-        (in check mode it only reports): a device already on the interrupted run's target is kept, one
+        (in check mode it only reports). A device already on the interrupted run's target is kept, one
         still as it was is left alone, any other is rolled back to the driver and C(driver_override) the
         journal recorded. If a device cannot be repaired the task fails and the journal stays.
       - A failed run that rolled back cleanly removes it too; one that left a write pending in the kernel
@@ -284,7 +284,7 @@ journal:
     - C(path), C(pid) and C(started) of the interrupted run, C(problems), and C(devices), each with C(address),
       C(action), the last C(step) recorded, C(driver_before) and C(override_before) as recorded, C(driver_found)
       and C(override_found) (after the repair), and C(decision), one of V(untouched), V(keep) (already on the
-      interrupted run's target), V(rolled_back), V(rollback) (check mode: would roll back), V(rollback_failed),
+      interrupted run's target), V(rolled_back), V(rollback) (in check mode, would roll back), V(rollback_failed),
       V(rollback_refused) (a process holds its C(/dev/vfio) file), V(gone) (the device is no longer there).
   returned: when a journal was left
   type: dict

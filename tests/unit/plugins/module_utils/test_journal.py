@@ -296,14 +296,26 @@ def test_untrusted_or_broken_journal_refused_before_any_write(host, kernel, tmp_
     assert kernel.device_writes() == []
 
 
-def test_unwritable_journal_fails_before_any_device_write(host, kernel, tmp_path):
+def test_untrusted_journal_directory_fails_before_any_device_write(host, kernel, tmp_path):
+    shared = tmp_path / 'shared'
+    shared.mkdir()
+    os.chmod(str(shared), 0o775)
+    with pytest.raises(BindFailed) as e:
+        bind(host, kernel, devices=[NIC], journal_file=str(shared / 'journal.json'))
+    msg = str(e.value)
+    assert 'journal directory %s is writable by group or others (mode 775)' % shared in msg
+    assert 'No device was touched' in msg
+    assert kernel.device_writes() == []
+    assert state(kernel, NIC) == ('e1000e', None)
+
+
+def test_journal_path_under_a_file_refused_before_any_write(host, kernel, tmp_path):
     blocker = tmp_path / 'file'
     blocker.write_text('x')
     with pytest.raises(BindFailed) as e:
         bind(host, kernel, devices=[NIC], journal_file=str(blocker / 'journal.json'))
-    assert 'journal' in str(e.value)
+    assert 'cannot read journal %s/journal.json: Not a directory' % blocker in str(e.value)
     assert kernel.device_writes() == []
-    assert state(kernel, NIC) == ('e1000e', None)
 
 
 def test_recovery_plan_decisions():
