@@ -65,7 +65,6 @@ def kernel(host):
     return FakeKernel(host)
 
 
-
 def test_gpu_with_open_drm_node_refused(host, kernel):
     drm_nodes(host, GPU, 1, 129)
     hold(host, 2101, '/dev/dri/renderD129', 'gnome-shell')

@@ -21,7 +21,6 @@ from ansible_collections.hypervisor.vfio.tests.unit.fakesys import (
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import bind_on as bind
 
 
-
 class Killed(BaseException):
     """SIGKILL: nothing in the module catches it, no finally of ours cleans up after it."""
 
@@ -34,7 +33,6 @@ def host(tmp_path):
 @pytest.fixture
 def kernel(host):
     return FakeKernel(host)
-
 
 
 def state(kernel, addr):

@@ -36,7 +36,6 @@ def kernel(host):
     return FakeKernel(host)
 
 
-
 def from_yaml(text):
     """What Ansible hands the module for a task written in YAML (PyYAML is YAML 1.1, as Ansible's loader)."""
     yaml = pytest.importorskip('yaml')  # hack/core-py39's venv has no PyYAML: those cases skip there
