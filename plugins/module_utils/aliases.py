@@ -392,6 +392,7 @@ class ModuleTree:
         self.base = os.path.join(modules_dir, kernel_release)
         self.aliases = AliasIndex()
         self.modules = {}   # module -> 'module' | 'builtin'
+        self.deps = {}      # module -> the modules it depends on (modules.dep lists them all)
         self.alias_file_found = False
         self._load_aliases()
         self._load_builtin_modinfo()
@@ -424,12 +425,19 @@ class ModuleTree:
         for name, kind in (('modules.dep', 'module'), ('modules.builtin', 'builtin')):
             text = _read_text(os.path.join(self.base, name))
             for line in (text or '').split('\n'):
-                path = line.split(':', 1)[0].strip()
+                path, dummy, deps = line.partition(':')
+                path = path.strip()
                 if not path:
                     continue
-                base = os.path.basename(path)
-                mod = base.split('.ko', 1)[0]
-                self.modules[normalize_module(mod)] = kind
+                mod = normalize_module(_module_of_path(path))
+                self.modules[mod] = kind
+                if kind == 'module':
+                    self.deps[mod] = [normalize_module(_module_of_path(d)) for d in deps.split()]
+
+
+def _module_of_path(path):
+    """kernel/drivers/vfio/pci/vfio-pci-core.ko.xz -> vfio-pci-core"""
+    return os.path.basename(path).split('.ko', 1)[0]
 
 
 class Resolver:
@@ -489,6 +497,10 @@ class Resolver:
         rivals = set(c['module'] for c in usable
                      if _TIER[c['source']] == tier and c['wildcards'] == best['wildcards'])
         return best['module'], len(rivals) > 1, cands
+
+    def dependencies(self, module):
+        """The modules a module needs, from modules.dep (None when it has no entry there)."""
+        return self.tree.deps.get(normalize_module(module))
 
     def availability(self, module):
         """'module', 'builtin' or None: whether this kernel release has the module."""

@@ -9,9 +9,12 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import Executor, HostLock, LockTimeout
+from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
+from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import Executor, HostLock, LockTimeout, show
 from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
 from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import HostUsage
+from ansible_collections.hypervisor.vfio.plugins.module_utils.journal import (
+    DEFAULT_JOURNAL, Journal, JournalError, recovery_plan)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import BUSES
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import (
     Planner, diff_of, parse_request)
@@ -59,13 +62,16 @@ def run_bind(params, host, run, check_mode=False, bus_name='pci', may_load_modul
     bus = BUSES[bus_name]
     items = parse_request(params, bus)  # bad input fails here, before anything is read
     if check_mode:
-        return _with_facts(params, host, bus, _plan_and_apply(params, host, run, items, bus, check_mode,
-                                                              may_load_modules))
+        recovery = recover_interrupted(params, host, bus, run, check_mode=True)
+        return _with_facts(params, host, bus, _with_recovery(recovery, lambda: _plan_and_apply(
+            params, host, run, items, bus, check_mode, may_load_modules)))
     try:
         with HostLock(params['lock_file'], params['lock_timeout']):
-            # the facts are read under the lock: no other run moves a device in between
-            return _with_facts(params, host, bus, _plan_and_apply(params, host, run, items, bus, check_mode,
-                                                                  may_load_modules))
+            # a run killed half-way is repaired first, then the facts are read, all under the lock:
+            # no other run moves a device in between
+            recovery = recover_interrupted(params, host, bus, run)
+            return _with_facts(params, host, bus, _with_recovery(recovery, lambda: _plan_and_apply(
+                params, host, run, items, bus, check_mode, may_load_modules)))
     except LockTimeout as e:
         raise BindFailed('vfio_bind: %s; wait for it to finish (or find a stuck run) and retry' % e, {})
     except (IOError, OSError) as e:
@@ -102,10 +108,10 @@ def _plan_and_apply(params, host, run, items, bus, check_mode, may_load_modules)
         raise BindFailed('vfio_bind acts on the running kernel %s; kernel_release=%s is for inspection with '
                          'vfio_facts only' % (running, host.kernel_release), {'devices': _report(plan)})
     executor = Executor(host.fs, bus, run, timeout=params['timeout'], modprobe_args=modprobe_args(host, running),
-                        may_load=may_load_modules)
+                        may_load=may_load_modules, journal=Journal(journal_path(params)))
     changed, failure = executor.apply(plan)
     result.update(changed=changed, devices=_report(plan), modules_loaded=executor.loaded, diff=diff_of(plan))
-    result['warnings_list'] = _warnings(plan, host)  # the executor adds warnings of its own
+    result['warnings_list'] = _warnings(plan, host) + executor.warnings  # the executor adds warnings of its own
     if failure:
         result['failure'] = failure
         raise BindFailed(_failure_message(failure), result)
@@ -124,13 +130,114 @@ def _failure_message(f):
         msg += '\nrolled back to their previous driver and driver_override: ' + ', '.join(f['rolled_back'])
     if f['rollback_problems']:
         msg += '\nNOT restored: ' + '; '.join(f['rollback_problems'])
-    if f['device'].startswith('module '):
+    if f['device'] == 'journal':
+        msg += '\nNo device was touched. Make journal_file a writable path in a root-only directory, then re-run.'
+    elif f['device'].startswith('module '):
         msg += ('\nNo device was touched. Check that the module is installed for the running kernel '
                 '(modinfo), not blacklisted in modprobe.d, and loads by hand (modprobe -v).')
     elif f['pending']:
         msg += ('\nThe device is probably held by a VM or another VFIO user: stop it, then re-run; '
                 'the run after that converges.')
+    if f.get('journal_kept'):
+        msg += ('\nThe journal %s is kept: the next run puts these devices back on their recorded driver '
+                'first.' % f['journal_kept'])
     else:
         msg += ('\nCheck the kernel log (dmesg) for the device, fix the cause (IOMMU enabled? driver probe '
                 'error?) or pin another driver with driver:, then re-run.')
     return msg
+
+
+# -- the intent journal of an interrupted run --------------------------------------------
+def journal_path(params):
+    return params.get('journal_file') or DEFAULT_JOURNAL
+
+
+def recover_interrupted(params, host, bus, run, check_mode=False):
+    """Repair what a run killed between two kernel steps left, before anything is planned.
+
+    Call it under the host lock.  Returns None when no journal is left, else a report:
+    ``path``, ``pid`` and ``started`` of the interrupted run, ``devices`` (per device its
+    ``action``, the last ``step`` recorded, the ``decision`` and the state found) and
+    ``problems``.  Decisions (journal.recovery_plan): a device already on the run's target
+    is kept (completed), one still as it was is left alone, anything else is rolled back to
+    the driver and override the journal recorded.  A rollback that would take a device off
+    VFIO while a process holds its /dev/vfio file is refused unless ``force``.  The journal
+    is removed once every device is sane; otherwise it stays and BindFailed is raised, so
+    no new plan is built on a device in an unknown state.  In check mode nothing is written.
+    """
+    journal = Journal(journal_path(params))
+    try:
+        record = journal.load()
+    except JournalError as e:
+        raise BindFailed('vfio_bind: %s; nothing was changed' % e, {})
+    if record is None:
+        return None
+    executor = Executor(host.fs, bus, run, timeout=params.get('timeout', 10), may_load=False)
+    usage = HostUsage(host.fs)
+
+    def current_of(addr):
+        if not host.fs.isdir(bus.device_dir(addr)):
+            return None
+        return executor.current(addr)
+
+    report = {'path': journal.path, 'pid': record.get('pid'), 'started': record.get('started'),
+              'devices': [], 'problems': []}
+    for d, decision in recovery_plan(record, current_of):
+        found = current_of(d['address']) or (None, None)
+        row = {'address': d['address'], 'action': d['action'], 'step': d['step'], 'decision': decision,
+               'driver_before': d['driver_before'], 'override_before': d['override_before'],
+               'driver_found': found[0], 'override_found': found[1]}
+        report['devices'].append(row)
+        if decision != 'rollback' or check_mode:
+            continue
+        holders = []
+        if found[0] and found[0] != d['driver_before']:
+            rec = devs.read_device(host.fs, bus, d['address'])
+            if devs.is_vfio_driver(rec, set(devs.loaded_vfio_modules(host.fs))):
+                holders = usage.vfio_reasons(rec)
+        if holders and not params.get('force'):
+            row['decision'] = 'rollback_refused'
+            report['problems'].append('%s: not rolled back to %s: %s' % (
+                d['address'], show(d['driver_before']), '; '.join(holders)))
+            continue
+        problem = executor.rollback(d)
+        row['driver_found'], row['override_found'] = current_of(d['address']) or (None, None)
+        if problem:
+            row['decision'] = 'rollback_failed'
+            report['problems'].append(problem)
+        else:
+            row['decision'] = 'rolled_back'
+    if report['problems']:
+        raise BindFailed(_recovery_message(report) + '\nFix that (the kernel log names the cause), or put the '
+                         'devices right by hand and remove %s; then re-run.' % journal.path, {'journal': report})
+    if not check_mode:
+        try:
+            journal.remove()
+        except JournalError as e:
+            raise BindFailed('vfio_bind: %s' % e, {'journal': report})
+    return report
+
+
+def _recovery_message(report):
+    rows = ['%s %s (last step begun: %s): %s' % (r['address'], r['action'], r['step'], r['decision'].replace('_', ' '))
+            for r in report['devices']]
+    msg = ('vfio_bind: a run interrupted before it finished (pid %s, started %s) left the journal %s: %s'
+           % (report['pid'], report['started'], report['path'], '; '.join(rows) or 'no device'))
+    if report['problems']:
+        msg += '\nNOT repaired: ' + '; '.join(report['problems'])
+    return msg
+
+
+def _with_recovery(recovery, plan_and_apply):
+    """The result of the run, with the repaired journal reported (result and warning)."""
+    try:
+        result = plan_and_apply()
+    except BindFailed as e:
+        if recovery is not None:
+            e.result['journal'] = recovery
+        raise
+    if recovery is not None:
+        result['journal'] = recovery
+        result['warnings_list'].insert(0, _recovery_message(recovery))
+        result['changed'] = result['changed'] or any(r['decision'] == 'rolled_back' for r in recovery['devices'])
+    return result

@@ -20,7 +20,13 @@ import os
 import time
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
+from ansible_collections.hypervisor.vfio.plugins.module_utils.journal import DONE, JournalError
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import KernelError, WriteTimeout
+
+
+def show(value):
+    """A driver or driver_override for a message: never Python's None."""
+    return '(none)' if value is None else value
 
 
 class StepFailed(Exception):
@@ -71,8 +77,10 @@ class HostLock:
 class Executor:
     """Applies a plan through the KernelFS; ``run`` executes argv lists (no shell)."""
 
-    def __init__(self, fs, bus, run, timeout=10, modprobe_args=(), may_load=True):
+    def __init__(self, fs, bus, run, timeout=10, modprobe_args=(), may_load=True, journal=None):
         self.fs = fs
+        # the intent journal (journal.Journal): each step is on disk before the kernel sees it
+        self.journal = journal
         self.bus = bus
         self.run = run
         # modprobe acts on the kernel running here: only when sysfs_path is that kernel's
@@ -144,7 +152,17 @@ class Executor:
     def probe(self, address):
         self.fs.write(self.bus.drivers_probe(), address, timeout=self.timeout)
 
+    def _note(self, address, step):
+        """Record in the journal the step a device is about to take (a failure is a failed step)."""
+        if self.journal is None:
+            return
+        try:
+            self.journal.step(address, step)
+        except JournalError as e:
+            raise StepFailed(address, 'record %s in the journal' % step, str(e))
+
     def _step(self, address, step, func, *args):
+        self._note(address, step)
         try:
             func(*args)
         except WriteTimeout as e:
@@ -196,7 +214,7 @@ class Executor:
         drv, ovr = self.current(address)
         if drv != driver or ovr != override:
             raise StepFailed(address, step, 'expected driver %s and driver_override %s, found driver %s and '
-                             'driver_override %s' % (driver, override, drv, ovr))
+                             'driver_override %s' % (show(driver), show(override), show(drv), show(ovr)))
 
     ACTIONS = {'bind': '_to_vfio', 'rebind': '_to_vfio', 'override': '_to_override',
                'restore': '_to_host', 'clear_override': '_clear_override'}
@@ -226,7 +244,7 @@ class Executor:
             return 'rollback of %s failed: %s' % (addr, exc)
         if (drv, ovr) != (want_drv, want_ovr):
             return 'rollback of %s ended on driver %s / driver_override %s instead of %s / %s' % (
-                addr, drv, ovr, want_drv, want_ovr)
+                addr, show(drv), show(ovr), show(want_drv), show(want_ovr))
         return None
 
     # -- the whole plan ----------------------------------------------------------
@@ -237,6 +255,12 @@ class Executor:
         except StepFailed as exc:
             return False, {'device': exc.address, 'step': exc.step, 'error': exc.detail, 'kernel_log': [],
                            'pending': False, 'rolled_back': [], 'rollback_problems': []}
+        if self.journal is not None:
+            try:
+                self.journal.begin(plan)
+            except JournalError as exc:
+                return False, {'device': 'journal', 'step': 'record the transaction', 'error': str(exc),
+                               'kernel_log': [], 'pending': False, 'rolled_back': [], 'rollback_problems': []}
         done = []
         for e in plan['devices']:
             method = self.ACTIONS.get(e['action'])
@@ -249,17 +273,48 @@ class Executor:
             except StepFailed as exc:
                 log = self.fs.kernel_log_since(cursor, e['address'])
                 self.fs.close_cursor(cursor)
-                return True, self._fail(e, exc, log, done)
+                failure = self._fail(e, exc, log, done)
+                self._close_journal(failure)
+                return True, failure
             self.fs.close_cursor(cursor)
             e['driver_after'], e['override_after'] = self.current(e['address'])
             e['result'] = 'changed'
             done.append(e)
+            if self.journal is not None:
+                try:
+                    self.journal.step(e['address'], DONE, driver_after=e['driver_after'],
+                                      override_after=e['override_after'])
+                except JournalError as exc:
+                    failure = self._fail(e, StepFailed(e['address'], 'record done in the journal', str(exc)),
+                                         [], done[:-1])
+                    self._close_journal(failure)
+                    return True, failure
+        self._close_journal(None)
         return bool(done), None
+
+    def _close_journal(self, failure):
+        """The run is over and reported: the journal goes, unless a device is left in a state only
+        the journal can explain (a write still pending in the kernel, a failed rollback): then the
+        next run repairs it first."""
+        if self.journal is None:
+            return
+        if failure and (failure['pending'] or failure['rollback_problems']):
+            failure['journal_kept'] = self.journal.path
+            return
+        try:
+            self.journal.finish()
+        except JournalError as exc:
+            self.warnings.append(str(exc))
 
     def _fail(self, failed, exc, log, done):
         problems = []
         rolled = []
         for e in [failed] + list(reversed(done)):
+            if self.journal is not None:
+                try:
+                    self.journal.step(e['address'], 'rollback')
+                except JournalError:
+                    pass  # the rollback matters more than its record
             if e is failed and exc.pending:
                 problems.append('%s was not rolled back: a write is still pending in the kernel' % e['address'])
                 e['result'] = 'pending'

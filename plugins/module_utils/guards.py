@@ -231,16 +231,21 @@ class HostUsage:
         return reasons
 
     # -- VFIO users ----------------------------------------------------------
+    # Device files whose holders are reasons: VFIO groups and cdevs, DRM card/render nodes, NVIDIA nodes.
+    HELD_PREFIXES = ('/dev/vfio/', '/dev/dri/', '/dev/nvidia')
+
     def _read_vfio_users(self):
-        users = {}  # '/dev/vfio/N' or '/dev/vfio/devices/vfioX' -> [(pid, comm)]
+        """{device file: [(pid, comm)]} for every process holding one of HELD_PREFIXES open."""
+        users = {}  # '/dev/vfio/N', '/dev/vfio/devices/vfioX', '/dev/dri/card0', '/dev/nvidia0' -> [(pid, comm)]
         for pid in self.fs.listdir_proc(''):
             if not pid.isdigit():
                 continue
             for fd in self.fs.listdir_proc('%s/fd' % pid):
                 target = self.fs.readlink_proc('%s/fd/%s' % (pid, fd))
-                if target and target.startswith('/dev/vfio/') and target != '/dev/vfio/vfio':
+                if target and target.startswith(self.HELD_PREFIXES) and target != '/dev/vfio/vfio':
                     comm = (self.fs.read_proc('%s/comm' % pid) or '?').strip()
-                    users.setdefault(target, []).append((int(pid), comm))
+                    if (int(pid), comm) not in users.get(target, ()):
+                        users.setdefault(target, []).append((int(pid), comm))
         self._vfio_users = users
         return users
 
@@ -256,3 +261,84 @@ class HostUsage:
             for pid, comm in users.get(path, ()):
                 reasons.append('%s is open by pid %d (%s), a VM or another VFIO user' % (path, pid, comm))
         return unique(reasons)
+
+    # -- GPUs the host uses ------------------------------------------------------
+    def gpu_reasons(self, rec, device_rel):
+        """A GPU the host is using: its DRM or NVIDIA device nodes held open, or, for the boot
+        VGA device, a firmware framebuffer (efifb, vesafb, simpledrm) living in its BARs.
+
+        Unbinding the first hangs or kills the holder (a compositor, a CUDA job); binding
+        vfio-pci to the second removes the framebuffer the host console runs on.
+        """
+        base = device_rel
+        nodes = ['/dev/dri/' + n for n in self.fs.listdir(base + '/drm')
+                 if n.startswith('card') or n.startswith('renderD')]
+        nvidia = (rec.get('driver_module') or rec.get('driver')) == 'nvidia'
+        users = {}
+        if nodes or nvidia:  # the scan of every process's descriptors only when there is a node to look for
+            users = self._vfio_users if self._vfio_users is not None else self._read_vfio_users()
+        if nvidia:
+            nodes += self._nvidia_nodes(rec['address'], users)
+        reasons = []
+        for node in nodes:
+            for pid, comm in users.get(node, ()):
+                reasons.append('GPU device node %s is open by pid %d (%s)' % (node, pid, comm))
+        reasons += self._boot_framebuffer_reasons(base)
+        return unique(reasons)
+
+    def _nvidia_nodes(self, address, users):
+        """/dev/nvidia<minor> of this GPU (from /proc/driver/nvidia), and the control nodes every
+        NVIDIA GPU shares; every /dev/nvidia<N> when the minor is not published."""
+        info = self.fs.read_proc('driver/nvidia/gpus/%s/information' % address) or ''
+        minor = None
+        for line in info.split('\n'):
+            key, sep, value = line.partition(':')
+            if sep and key.strip() == 'Device Minor' and value.strip().isdigit():
+                minor = value.strip()
+        if minor is not None:
+            own = ['/dev/nvidia' + minor]
+        else:
+            own = sorted(n for n in users if n[len('/dev/nvidia'):].isdigit())
+        return own + ['/dev/nvidiactl', '/dev/nvidia-modeset']
+
+    FIRMWARE_FB_RESOURCES = ('BOOTFB', 'efifb', 'vesafb', 'simple-framebuffer', 'simplefb')
+
+    def _firmware_framebuffers(self):
+        """[(start, end, name)] of the firmware framebuffers in /proc/iomem (read once)."""
+        if getattr(self, '_fbs', None) is None:
+            fbs = []
+            for line in (self.fs.read_proc('iomem') or '').split('\n'):
+                span, sep, name = line.strip().partition(' : ')
+                start, dash, end = span.partition('-')
+                if sep and dash and name.strip() in self.FIRMWARE_FB_RESOURCES:
+                    try:
+                        fbs.append((int(start, 16), int(end, 16), name.strip()))
+                    except ValueError:
+                        continue
+            self._fbs = [fb for fb in fbs if fb[1] > 0]  # all zeros: read without the right to see addresses
+        return self._fbs
+
+    def _boot_framebuffer_reasons(self, base):
+        if self.fs.read_optional(base + '/boot_vga') != '1':
+            return []
+        bars = []
+        for i, line in enumerate((self.fs.read_optional(base + '/resource') or '').split('\n')[:7]):
+            cols = line.split()
+            try:
+                start, end = int(cols[0], 16), int(cols[1], 16)
+            except (IndexError, ValueError):
+                continue
+            if end > start:
+                bars.append((i, start, end))
+        consoles = ['%s (%s)' % (fb, self.fs.read_optional('class/graphics/%s/name' % fb) or '?')
+                    for fb in self.fs.listdir('class/graphics') if fb.startswith('fb')]
+        reasons = []
+        for start, end, name in self._firmware_framebuffers():
+            for i, bstart, bend in bars:
+                if bstart <= start and end <= bend:
+                    reasons.append('it is the boot VGA device and the firmware framebuffer %s (%x-%x in /proc/iomem) '
+                                   'lives in its %s%s: the host console runs on it, and taking the device blanks '
+                                   'or hangs it (boot with video=efifb:off or initcall_blacklist=sysfb_init to '
+                                   'free it)' % (name, start, end, 'ROM' if i == 6 else 'BAR %d' % i,
+                                                 '; framebuffers: ' + ', '.join(consoles) if consoles else ''))
+        return reasons

@@ -140,15 +140,9 @@ class KernelFS:
         try:
             fd = os.open(path, os.O_RDONLY)
             try:
-                chunks = []
-                while True:
-                    b = os.read(fd, 65536)
-                    if not b:
-                        break
-                    chunks.append(b)
+                return read_fd(fd).decode('utf-8', 'replace')
             finally:
                 os.close(fd)
-            return b''.join(chunks).decode('utf-8', 'replace')
         except (IOError, OSError) as e:
             if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENODEV, errno.ENXIO):
                 return None
@@ -290,6 +284,17 @@ class KernelFS:
                 pass
 
 
+def read_fd(fd):
+    """Every byte left in an open file (sysfs hands out large attributes in several reads)."""
+    chunks = []
+    while True:
+        b = os.read(fd, 65536)
+        if not b:
+            break
+        chunks.append(b)
+    return b''.join(chunks)
+
+
 def _close_inherited_fds(keep):
     try:
         fds = [int(x) for x in os.listdir('/proc/self/fd')]
@@ -304,9 +309,13 @@ def _close_inherited_fds(keep):
 
 
 def write_once(path, data):
-    """One write(2) of data to path (sysfs acts on each write); return its errno, 0 on success."""
+    """One write(2) of data to path (sysfs acts on each write); return its errno, 0 on success.
+
+    O_TRUNC as a shell redirection has it: sysfs ignores it, and a plain file (a fake tree)
+    then holds the value written, not the value written over the head of the previous one.
+    """
     try:
-        fd = os.open(path, os.O_WRONLY)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
         try:
             os.write(fd, data)
         finally:

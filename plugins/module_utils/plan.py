@@ -33,6 +33,8 @@ WRITING_ACTIONS = ('bind', 'rebind', 'override', 'restore', 'clear_override')
 # Drivers named differently from their module, for the plan before the module is loaded;
 # the executor always reads the real name from /sys/module/<module>/drivers/.
 KNOWN_DRIVER_NAMES = {'vfio_pci': 'vfio-pci', 'vfio_platform': 'vfio-platform'}
+# Per bus: the generic VFIO driver module, and the core library every VFIO variant driver uses.
+VFIO_CORES = {'pci': ('vfio_pci', 'vfio_pci_core'), 'platform': ('vfio_platform', 'vfio_platform_base')}
 
 
 class RequestError(ValueError):
@@ -57,15 +59,90 @@ class Item:
             '%s=%s' % (k, self.selector[k]) for k in SELECTOR_KEYS if k in self.selector))
 
 
+class Problems(list):
+    """The problems of one request, collected so that all are reported at once."""
+
+    def check(self, func, *args):
+        """func(*args), or None with its RequestError recorded."""
+        try:
+            return func(*args)
+        except RequestError as e:
+            self.append(str(e))
+            return None
+
+    def raise_any(self):
+        if len(self) == 1:
+            raise RequestError(self[0])
+        if self:
+            raise RequestError('%d problems:\n- %s' % (len(self), '\n- '.join(self)))
+
+
+def _sexagesimal(value):
+    """The PCI address YAML 1.1 read as a base-60 number (01:00.0 -> 60.0), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 6000:
+        return None  # also NaN and the infinities
+    bus, rest = divmod(round(value * 10), 600)
+    slot, function = divmod(rest, 10)
+    if bus > 99 or slot > 31 or function > 7:
+        return None
+    return '%02d:%02d.%d' % (bus, slot, function)
+
+
+def _not_a_string(value, what, example):
+    """The message for a YAML scalar that is not the string it should be (None for a string)."""
+    if isinstance(value, str):
+        return None
+    if isinstance(value, bool):
+        return ('%s is the boolean %s, not a string: YAML reads unquoted yes/no/on/off/true/false as booleans; '
+                'quote it in YAML: %s' % (what, value, example))
+    if isinstance(value, (int, float)):
+        return '%s is the %s %r, not a string; quote it in YAML: %s' % (
+            what, 'integer' if isinstance(value, int) else 'number', value, example)
+    return None
+
+
+def _hex_spellings(value, width):
+    """How an id that YAML 1.1 turned into this integer may have been written, and its quoted
+    form: 0x10de -> '10de', 4318 -> '4318', 0300 (octal) -> '0300'."""
+    out = [('0x%x' % value, '%x' % value), ('%d' % value, '%d' % value)]
+    if value >= 8:
+        out.append(('0%o' % value, '0%o' % value))
+    return [(w, q) for w, q in out if len(q.lstrip('0') or '0') <= width and _HEX_RE.match(q)]
+
+
 def _hex(value, width, what):
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads 0x10de as 4318 and 0300 as 192 (octal): the id as written is lost
+        spellings = _hex_spellings(value, width) if value >= 0 else []
+        hint = ', '.join("'%s' if you wrote %s" % (q, w) for w, q in spellings) or "like '10de'"
+        raise RequestError('%s is the integer %d, not a string: YAML reads unquoted hexadecimal, decimal and '
+                           'octal ids as numbers; quote it in YAML: %s' % (what, value, hint))
+    message = _not_a_string(value, what, "'10de'")
+    if message:
+        raise RequestError(message)
+    if not isinstance(value, str):
         raise RequestError('%s must be a hexadecimal id, got %r' % (what, value))
-    # An unquoted YAML id such as 8086 arrives as an int: its digits are the id.
-    m = _HEX_RE.match(str(value))
+    m = _HEX_RE.match(value)
     if not m or len(m.group(1)) > width:
         raise RequestError('%s must be a hexadecimal id of at most %d digits, got %r (quote ids in YAML)'
                            % (what, width, value))
     return m.group(1).lower()
+
+
+def _address(value, what, bus):
+    if not isinstance(value, str):
+        written = _sexagesimal(value)
+        if written and not isinstance(value, bool):
+            raise RequestError("%s is the number %r, not a string: YAML 1.1 reads an unquoted %s as a base-60 "
+                               "number; quote it in YAML: '%s'" % (what, value, written, written))
+        message = _not_a_string(value, what, "'0000:01:00.0'")
+        raise RequestError(message or '%s must be a %s address string, got %s %r'
+                           % (what, bus.name, type(value).__name__, value))
+    addr = bus.normalize_address(value)
+    if addr is None:
+        raise RequestError('%s %r is not a %s address (expected like 0000:01:00.0 or 01:00.0)'
+                           % (what, value, bus.name))
+    return addr
 
 
 def check_driver_name(name, what):
@@ -75,77 +152,91 @@ def check_driver_name(name, what):
     return name
 
 
+def _one_of(value, choices, what):
+    if value not in choices:
+        raise RequestError('%s must be one of %s, got %r' % (what, ', '.join(choices), value))
+    return value
+
+
 def parse_request(params, bus):
-    """Validate the module's parameters into Items; raise RequestError on the first problem."""
-    state = params.get('state') or 'vfio'
-    if state not in STATES:
-        raise RequestError('state must be one of %s, got %r' % (', '.join(STATES), state))
-    if params.get('iommu_group', 'strict') not in GROUP_POLICIES:
-        raise RequestError('iommu_group must be one of %s, got %r'
-                           % (', '.join(GROUP_POLICIES), params.get('iommu_group')))
+    """Validate the module's parameters into Items; raise RequestError naming every problem."""
+    problems = Problems()
+    state = problems.check(_one_of, params.get('state') or 'vfio', STATES, 'state')
+    problems.check(_one_of, params.get('iommu_group', 'strict'), GROUP_POLICIES, 'iommu_group')
     driver = params.get('driver')
     if driver is not None:
-        check_driver_name(driver, 'driver')
+        driver = problems.check(check_driver_name, driver, 'driver')
         if state == 'host':
-            raise RequestError('driver pins a VFIO driver and is meaningless with state=host')
+            problems.append('driver pins a VFIO driver and is meaningless with state=host')
     timeout = params.get('timeout', 10)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 3600:
-        raise RequestError('timeout must be a number of seconds between 1 and 3600, got %r' % (timeout,))
+        problems.append('timeout must be a number of seconds between 1 and 3600, got %r' % (timeout,))
     raw = params.get('devices')
+    items = []
     if not isinstance(raw, list):
-        raise RequestError('devices must be a list of PCI addresses or selector dicts')
-    if len(raw) > MAX_ITEMS:
-        raise RequestError('devices has %d entries; at most %d are accepted in one call' % (len(raw), MAX_ITEMS))
-    return [_parse_item(i, entry, state, driver, bus) for i, entry in enumerate(raw)]
+        problems.append('devices must be a list of PCI addresses or selector dicts')
+    elif len(raw) > MAX_ITEMS:
+        problems.append('devices has %d entries; at most %d are accepted in one call' % (len(raw), MAX_ITEMS))
+    else:
+        items = [_parse_item(i, entry, state or 'vfio', driver, bus, problems) for i, entry in enumerate(raw)]
+    problems.raise_any()
+    return items
 
 
-def _parse_item(index, entry, state, driver, bus):
+def _parse_item(index, entry, state, driver, bus, problems):
     where = 'devices[%d]' % index
+    if not isinstance(entry, (str, dict)):
+        if isinstance(entry, (int, float)):  # a bare address YAML made a number of (01:00.0 -> 60.0)
+            problems.check(_address, entry, where, bus)
+        elif entry is None:
+            problems.append('%s is empty (null in YAML); give a PCI address or a selector dict' % where)
+        else:
+            problems.append('%s must be a PCI address string or a selector dict, got %s %r'
+                            % (where, type(entry).__name__, entry))
+        return None
     if isinstance(entry, str):
         entry = {'address': entry}
-    if not isinstance(entry, dict):
-        raise RequestError('%s must be a PCI address string or a selector dict, got %s %r'
-                           % (where, type(entry).__name__, entry))
     unknown = sorted(set(entry) - set(ITEM_KEYS))
     if unknown:
-        raise RequestError('%s has unknown keys %s; known keys: %s' % (where, ', '.join(unknown), ', '.join(ITEM_KEYS)))
+        problems.append('%s has unknown keys %s; known keys: %s' % (where, ', '.join(unknown), ', '.join(ITEM_KEYS)))
+    before = len(problems)
     selector = {}
     for key in SELECTOR_KEYS:
         value = entry.get(key)
         if value is None:
             continue
         if key in ('address', 'physfn'):
-            addr = bus.normalize_address(value) if isinstance(value, str) else None
-            if addr is None:
-                raise RequestError('%s: %s %r is not a %s address (expected like 0000:01:00.0 or 01:00.0)'
-                                   % (where, key, value, bus.name))
-            selector[key] = addr
+            got = problems.check(_address, value, '%s: %s' % (where, key), bus)
         elif key in ('vendor', 'device', 'subsystem_vendor', 'subsystem_device'):
-            selector[key] = _hex(value, 4, '%s: %s' % (where, key)).zfill(4)
+            got = problems.check(_hex, value, 4, '%s: %s' % (where, key))
+            got = got.zfill(4) if got else got
         elif key == 'class':
-            selector[key] = _hex(value, 6, '%s: class' % where)
+            got = problems.check(_hex, value, 6, '%s: class' % where)
         elif key == 'iommu_group':
+            got = value
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise RequestError('%s: iommu_group must be a non-negative integer, got %r' % (where, value))
-            selector[key] = value
+                problems.append('%s: iommu_group must be a non-negative integer, got %r' % (where, value))
         else:
-            selector[key] = check_driver_name(value, '%s: current_driver' % where)
+            got = problems.check(check_driver_name, value, '%s: current_driver' % where)
+        selector[key] = got
     if not selector:
-        raise RequestError('%s selects nothing: give an address or at least one of %s'
-                           % (where, ', '.join(SELECTOR_KEYS[1:])))
+        problems.append('%s selects nothing: give an address or at least one of %s'
+                        % (where, ', '.join(SELECTOR_KEYS[1:])))
     item_state = entry.get('state') or state
     if item_state not in STATES:
-        raise RequestError('%s: state must be one of %s, got %r' % (where, ', '.join(STATES), item_state))
+        problems.append('%s: state must be one of %s, got %r' % (where, ', '.join(STATES), item_state))
     item_driver = entry.get('driver', driver)
     if entry.get('driver') is not None:
-        check_driver_name(item_driver, '%s: driver' % where)
+        problems.check(check_driver_name, item_driver, '%s: driver' % where)
     if item_state == 'host':
         if entry.get('driver') is not None:
-            raise RequestError('%s: driver pins a VFIO driver and is meaningless with state=host' % where)
+            problems.append('%s: driver pins a VFIO driver and is meaningless with state=host' % where)
         item_driver = None
     optional = entry.get('optional', False)
     if not isinstance(optional, bool):
-        raise RequestError('%s: optional must be a boolean, got %r' % (where, optional))
+        problems.append('%s: optional must be a boolean, got %r' % (where, optional))
+    if len(problems) > before:
+        return None
     return Item(index, selector, item_state, item_driver, optional)
 
 
@@ -231,6 +322,9 @@ class Planner:
             disabled = self.resolver.config.disabled_by(module)
             if disabled:
                 return 'pinned module %s is %s; remove that line or pin another driver' % (module, disabled)
+            not_vfio = self._not_vfio_driver(module)
+            if not_vfio:
+                return not_vfio
             self.vfio_modules.add(module)
             return module, cands, False, warnings
         if not rec['modalias']:
@@ -251,6 +345,33 @@ class Planner:
             warnings.append('ambiguous VFIO variants %s tie with %d wildcards; %s wins by file order '
                             '(pin driver: to choose)' % (', '.join(unique(rivals)), cands[0]['wildcards'], best))
         return best, cands, ambiguous, warnings
+
+    def _not_vfio_driver(self, module):
+        """Why a pinned module is no VFIO driver of this bus, or None when it is one.
+
+        A VFIO driver is the generic one (vfio_pci) or a variant, and every variant is built
+        on the core library (vfio_pci_core): modules.dep lists it among the variant's
+        dependencies, and a loaded variant is among the library's holders in /sys/module.
+        """
+        generic, core = VFIO_CORES.get(self.bus.name, (None, None))
+        if generic is None or module == generic:
+            return None
+        deps = self.resolver.dependencies(module)
+        if core in (deps or ()) or module in self.fs.listdir('module/%s/holders' % core):
+            return None
+        if module == core:
+            what = 'it is the VFIO library, which registers no driver'
+        elif deps is None and self.resolver.availability(module) == 'builtin':
+            what = 'it is built into kernel %s, and nothing shows it uses %s' % (self.kernel_release, core)
+        elif deps:
+            what = 'it does not use %s: it depends on %s%s' % (core, ', '.join(deps[:6]), ', ...' if deps[6:] else '')
+        elif deps is not None:
+            what = 'it depends on no other module, so not on %s' % core
+        else:
+            what = 'it is not in modules.dep of kernel %s and does not hold %s' % (self.kernel_release, core)
+        return ('driver: %s is not a VFIO driver (%s); state: vfio needs %s or a VFIO variant driver (a module '
+                'that depends on %s), and force does not change that. To give the device to %s, use state: host'
+                % (module, what, generic, core, module))
 
     def _available(self, module):
         return bool(self.resolver.availability(module)) or self.fs.isdir('module/' + module)
@@ -292,6 +413,8 @@ class Planner:
                              'survives a re-probe (the device is not unbound)' % (driver, driver))
         elif not rec['driver']:
             entry.update(action='bind', reason='unbound; binding to %s' % driver)
+            self._refuse_in_use(entry, rec, self.usage.gpu_reasons(  # a firmware framebuffer has no pci driver
+                rec, self.bus.device_dir(addr)))
         else:
             entry.update(action='rebind', reason='moving from %s to %s' % (rec['driver'], driver))
             self._guard(entry, rec, leaving_vfio=devs.is_vfio_driver(rec, self.vfio_modules))
@@ -350,6 +473,12 @@ class Planner:
         reasons += self.usage.block_reasons(self.bus.device_dir(rec['address']))
         if leaving_vfio:
             reasons += self.usage.vfio_reasons(rec)
+        else:
+            reasons += self.usage.gpu_reasons(rec, self.bus.device_dir(rec['address']))
+        self._refuse_in_use(entry, rec, reasons)
+
+    def _refuse_in_use(self, entry, rec, reasons):
+        """Record the reasons; refuse the device unless force (then warn)."""
         entry['guards'] = reasons
         if sessions:
             self.errors.append('%s: refusing to unbind %s from %s: %s. force: true does not override this: '
@@ -359,9 +488,11 @@ class Planner:
             entry['forced'] = True
             entry['warnings'].append('force: proceeding although ' + '; '.join(reasons))
         elif reasons:
-            self.errors.append('%s: refusing to unbind %s from %s: %s. Use force: true only if you are sure '
+            what = ('unbind %s from %s' % (rec['address'], rec['driver']) if rec['driver']
+                    else 'bind %s (no driver bound now)' % rec['address'])
+            self.errors.append('%s: refusing to %s: %s. Use force: true only if you are sure '
                                '(for example from a console, not over this connection)' % (
-                                   entry['item'], rec['address'], rec['driver'], '; '.join(reasons)))
+                                   entry['item'], what, '; '.join(reasons)))
 
     # -- groups --------------------------------------------------------------
     def _group_check(self, entries, items_by_addr):

@@ -54,6 +54,9 @@ options:
         (the driver bound now).
       - A selector entry may also carry C(state) and C(driver) for its devices, and C(optional) (bool)
         so that matching nothing is not an error.
+      - Addresses, ids and classes must be strings. YAML 1.1 reads an unquoted V(01:00.0) as the number
+        60.0, V(0x10de) as 4318 and V(0300) as 192; such a number (or a boolean) is refused with the
+        value to quote, never converted. Every problem of the request is reported at once.
     type: list
     elements: raw
     required: true
@@ -72,6 +75,9 @@ options:
         alias search, for devices whose entry has no C(driver) of its own.
       - The escape hatch for ambiguous or unwanted variants, like libvirt's C(<driver model=...>).
       - A blacklisted module is refused.
+      - It must be a VFIO driver, V(vfio_pci) or a variant built on C(vfio_pci_core) (listed as a dependency
+        in C(modules.dep), or holding it in C(/sys/module) when loaded). A host driver such as V(nouveau) or
+        V(e1000e) is refused, even with O(force); O(state=host) gives a device to its host driver.
     type: str
   iommu_group:
     description:
@@ -90,6 +96,11 @@ options:
         top of it) carries the default route or an IP address; when one of its disks is mounted, holds
         swap or is used by LVM/md/dm; and, when moving it away from VFIO, when a process (a VM) holds its
         C(/dev/vfio) group open.
+      - GPUs the host uses are refused too, naming the process (pid and command) - when a process holds one
+        of its DRM nodes (C(/dev/dri/cardN), C(/dev/dri/renderDN)) or, on the C(nvidia) driver, its
+        C(/dev/nvidiaN), C(/dev/nvidiactl) or C(/dev/nvidia-modeset) open; and when it is the boot VGA
+        device (C(boot_vga)) and a firmware framebuffer (C(BOOTFB), C(efifb), C(vesafb),
+        C(simple-framebuffer) in C(/proc/iomem)) lives in one of its BARs, the host console.
       - PCI bridges are always refused, and so is a NIC whose interface (or a bond, bridge or VLAN on top
         of it) carries a live SSH session into the host, force or not, so that no run cuts its operator off;
         make that change from the console. Sessions are found in the kernel (TCP connections held by
@@ -111,6 +122,21 @@ options:
     description: Seconds to wait for another run to release O(lock_file).
     type: int
     default: 300
+  journal_file:
+    description:
+      - The intent journal. Before its first device write, a run records there every device's driver
+        and C(driver_override) before and after, then each step before taking it, and removes the file
+        when it is over. The file is written atomically (temporary file, C(fsync), rename), mode 0600 in a
+        directory created 0700, never through a symbolic link.
+      - A run killed between two kernel steps (SIGKILL, the OOM killer) leaves it behind. The next run
+        reports it (C(journal) in the result and a warning) and repairs before it plans anything new
+        (in check mode it only reports). A device already on the interrupted run's target is kept, one
+        still as it was is left alone, any other is rolled back to the driver and C(driver_override) the
+        journal recorded. If a device cannot be repaired the task fails and the journal stays.
+      - A failed run that rolled back cleanly removes it too; one that left a write pending in the kernel
+        or could not roll back keeps it, so the next run repairs first.
+    type: path
+    default: /run/hypervisor-vfio/journal.json
   return_facts:
     description:
       - Also return C(ansible_facts.vfio), the facts M(hypervisor.vfio.vfio_facts) gives, read from sysfs
@@ -254,6 +280,17 @@ failure:
   description: On failure after a write, the device, step, kernel error, kernel log lines, and what was rolled back.
   returned: failure
   type: dict
+journal:
+  description:
+    - Present when a run interrupted before it finished left O(journal_file) behind; what this run found and
+      did about it before planning.
+    - C(path), C(pid) and C(started) of the interrupted run, C(problems), and C(devices), each with C(address),
+      C(action), the last C(step) recorded, C(driver_before) and C(override_before) as recorded, C(driver_found)
+      and C(override_found) (after the repair), and C(decision), one of V(untouched), V(keep) (already on the
+      interrupted run's target), V(rolled_back), V(rollback) (in check mode, would roll back), V(rollback_failed),
+      V(rollback_refused) (a process holds its C(/dev/vfio) file), V(gone) (the device is no longer there).
+  returned: when a journal was left
+  type: dict
 errors:
   description: On refusal before any write, every problem found.
   returned: failure
@@ -288,6 +325,7 @@ def build_module():
         timeout=dict(type='int', default=10),
         lock_file=dict(type='path', default='/run/hypervisor-vfio.lock'),
         lock_timeout=dict(type='int', default=300),
+        journal_file=dict(type='path', default='/run/hypervisor-vfio/journal.json'),
         return_facts=dict(type='bool', default=False),
     )
     spec.update(host_path_argument_spec())

@@ -13,6 +13,8 @@ import os
 import socket
 import struct
 
+from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import run_bind
+from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import KernelError, KernelFS, WriteTimeout
 
 RELEASE = '6.12.48+deb12-amd64'
@@ -82,13 +84,23 @@ class FakeHost:
         _write(os.path.join(self.moddir, self.release, 'modules.alias'),
                '# Aliases extracted from modules themselves.\n' + '\n'.join(self.aliases) + '\n')
         _write(os.path.join(self.moddir, self.release, 'modules.dep'),
-               ''.join('kernel/drivers/%s.ko.xz:\n' % m for m in self.dep))
+               ''.join('kernel/drivers/%s.ko.xz:%s\n' % (m, self._dep_line(m)) for m in self.dep))
+
+    def _dep_line(self, module):
+        """VFIO drivers (vfio_pci and the override-only variants) depend on vfio_pci_core, as in
+        a real modules.dep; a module may also name its own (``deps``)."""
+        info = self.modules.get(module, {})
+        deps = list(info.get('deps') or ())
+        if module == 'vfio_pci' or info.get('override_only'):
+            deps = ['vfio/pci/vfio-pci-core', 'vfio/vfio'] + deps
+        return ''.join(' kernel/drivers/%s.ko.xz' % d for d in deps)
 
     def add_module(self, module, driver=None, ids=(), override_only=False, loaded=False, alias=True,
-                   installed=True):
+                   installed=True, deps=()):
         """A kernel module providing a pci driver.  VFIO variants get vfio_pci: aliases."""
         driver = driver or module
-        self.modules[module] = {'driver': driver, 'ids': list(ids), 'override_only': override_only}
+        self.modules[module] = {'driver': driver, 'ids': list(ids), 'override_only': override_only,
+                                'deps': list(deps)}
         if installed:
             self.dep.append(module)
         if alias:
@@ -235,6 +247,7 @@ class FakeHost:
         p = dict(sysfs_path=self.sys, procfs_path=self.proc, modules_dir=self.moddir,
                  kernel_release=None, modprobe_config_dirs=[self.confdir],
                  lock_file=os.path.join(self.root, 'vfio.lock'), lock_timeout=5, timeout=5,
+                 journal_file=os.path.join(self.root, 'run', 'hypervisor-vfio', 'journal.json'),
                  state='vfio', driver=None, iommu_group='strict', force=False)
         p.update(kw)
         return p
@@ -366,3 +379,30 @@ class FakeKernel(KernelFS):
 
     def device_writes(self):
         return [w for w in self.log if w[0] != 'modprobe']
+
+
+# -- a small standard host, and vfio_bind run on it -----------------------------------------------
+VIRTIO = '0000:00:03.0'   # modern virtio-net: virtio_vfio_pci is its best VFIO variant
+NIC = '0000:00:04.0'      # e1000e: only the generic vfio-pci matches it
+TESTDEV = '0000:00:05.0'  # unbound, its override-only variant vfio_testdev
+
+
+def vfio_host(root):
+    """A FakeHost with vfio_pci, two VFIO variants, two host drivers and the three devices above."""
+    h = FakeHost(root)
+    h.add_module('vfio_pci', driver='vfio-pci')
+    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
+    h.add_module('vfio_testdev', ids=[('1b36', '0005')], override_only=True)
+    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
+    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    h.add_device(VIRTIO, '1af4', '1041', driver='virtio-pci')
+    h.add_device(NIC, '8086', '10d3', driver='e1000e')
+    h.add_device(TESTDEV, '1b36', '0005', cls='00ff00')
+    return h
+
+
+def bind_on(host, kernel, check_mode=False, environ=None, **params):
+    """vfio_bind's whole job (bind.run_bind) on a FakeHost through its FakeKernel."""
+    p = host.params(**params)
+    return run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, check_mode=check_mode,
+                    environ=environ if environ is not None else {}, may_load_modules=True)

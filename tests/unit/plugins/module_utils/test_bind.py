@@ -280,7 +280,7 @@ def test_selectors(host, kernel):
         host.add_device('0000:3b:01.%d' % n, '8086', '1889', physfn='0000:3b:00.0', driver='iavf')
     r = bind(host, kernel, check_mode=True, devices=[{'physfn': '3b:00.0'}])
     assert [d['address'] for d in r['devices']] == ['0000:3b:01.0', '0000:3b:01.1']
-    r = bind(host, kernel, check_mode=True, devices=[{'vendor': 8086, 'device': '1889'}, {'class': '0x00ff'}])
+    r = bind(host, kernel, check_mode=True, devices=[{'vendor': '8086', 'device': '1889'}, {'class': '0x00ff'}])
     assert [d['address'] for d in r['devices']] == ['0000:00:05.0', '0000:3b:01.0', '0000:3b:01.1']
     r = bind(host, kernel, check_mode=True, devices=[{'vendor': 'dead', 'optional': True}])
     assert r['devices'] == [] and not r['changed']
@@ -305,7 +305,9 @@ def test_conflicting_intents_refused(host, kernel):
     ([{'address': NIC, 'driver': 'vfio\x00pci'}], 'must be a kernel module or driver name'),
     ([{'address': NIC, 'colour': 'red'}], 'unknown keys colour'),
     ([{'optional': True}], 'selects nothing'),
-    ([42], 'must be a PCI address string or a selector dict'),
+    ([42], 'is the integer 42, not a string; quote it in YAML'),
+    ([None], 'is empty (null in YAML)'),
+    ([[1]], 'must be a PCI address string or a selector dict'),
     ([{'vendor': 'xyz'}], 'hexadecimal id'),
     ([{'vendor': '123456'}], 'at most 4 digits'),
     ([{'iommu_group': -1}], 'non-negative integer'),

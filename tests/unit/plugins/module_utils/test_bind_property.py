@@ -1,12 +1,17 @@
 # -*- coding: utf-8 -*-
 # Copyright: hypervisor.vfio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Property: any argument set ends in success or in a clean failure that wrote nothing."""
+"""Property: any argument set ends in success or in a clean failure that wrote nothing.
+
+The generated requests include what YAML makes of unquoted addresses and ids (floats, ints,
+booleans), pins to host drivers (e1000e, virtio_pci), and a GPU whose DRM node a process
+holds open: each must be refused before any write, and no run leaves its journal behind."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
 import shutil
 import tempfile
 
@@ -21,11 +26,15 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import Reques
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel  # noqa: E402
 
 ADDRESSES = ['0000:00:02.0', '0000:00:03.0', '0000:00:04.0', '0000:00:05.0', '00:04.0', '0000:00:09.0']
+GPU = '0000:00:06.0'
 junk_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x2ff), max_size=12)
-address = st.one_of(st.sampled_from(ADDRESSES), junk_text)
+# what YAML 1.1 makes of unquoted 00:03.0 / 0x1af4 / 0200 / on: numbers and booleans
+yaml_scalar = st.one_of(st.floats(allow_nan=True), st.integers(-5, 99999), st.booleans())
+address = st.one_of(st.sampled_from(ADDRESSES + [GPU]), junk_text, yaml_scalar)
 driver = st.one_of(st.none(), st.sampled_from(['vfio_pci', 'vfio-pci', 'virtio_vfio_pci', 'mlx5_vfio_pci',
+                                               'e1000e', 'virtio_pci', 'virtio-pci',
                                                '../x', 'a/b', 'vfio_pci\n', 'x\x00']), junk_text)
-hexid = st.one_of(st.sampled_from(['1af4', '8086', '1041', '10d3', '1b36', 'dead']), st.integers(-5, 99999),
+hexid = st.one_of(st.sampled_from(['1af4', '8086', '1041', '10d3', '1b36', 'dead', '1002']), yaml_scalar,
                   junk_text)
 selector = st.fixed_dictionaries({}, optional={
     'address': address, 'vendor': hexid, 'device': hexid, 'class': st.sampled_from(['02', '0200', '00ff', 'zz']),
@@ -54,6 +63,14 @@ def build(root):
     h.add_device('0000:00:04.0', '8086', '10d3', driver='e1000e', group=7)
     h.add_device('0000:00:05.0', '1b36', '0005', cls='00ff00')
     h.add_route('eth0')
+    # a GPU on its host driver whose render node a compositor holds open
+    h.add_module('amdgpu', ids=[('1002', '744c')], loaded=True)
+    h.add_device(GPU, '1002', '744c', cls='030000', driver='amdgpu')
+    os.makedirs(os.path.join(h.dev_dir(GPU), 'drm', 'renderD128'))
+    os.makedirs(os.path.join(h.proc, '777', 'fd'))
+    os.symlink('/dev/dri/renderD128', os.path.join(h.proc, '777', 'fd', '9'))
+    with open(os.path.join(h.proc, '777', 'comm'), 'w') as f:
+        f.write('kwin_wayland\n')
     return h
 
 
@@ -69,14 +86,18 @@ def test_success_or_clean_failure_without_writes(args):
         try:
             result = run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, may_load_modules=True)
         except (RequestError, BindFailed) as e:
-            assert str(e)
+            assert str(e) and ('None' not in str(e) or 'None' in repr(args))  # never Python's None of its own
             assert kernel.device_writes() == []
+            assert not os.path.exists(p['journal_file'])
             return
+        assert not os.path.exists(p['journal_file'])
+        assert kernel._driver_of(GPU) == 'amdgpu' or args['force']  # the GPU in use moves only with force
         for d in result['devices']:
             drv, override = kernel._driver_of(d['address']), kernel._override(d['address'])
             assert (drv, override) == (d['driver_after'], d['override_after'])
             if d['state'] == 'vfio':
                 assert drv == override and drv is not None
+                assert drv in ('vfio-pci', 'virtio_vfio_pci')  # a pin to a host driver never binds
         assert result['changed'] == bool(kernel.device_writes())
     finally:
         shutil.rmtree(root)

@@ -70,7 +70,8 @@ def test_facts_module_bad_release(host, capsys):
 
 def test_bind_check_mode_diff_writes_nothing(host, capsys):
     before = snapshot(host.root)
-    args = dict(path_args(host), devices=['00:03.0'], lock_file=os.path.join(host.root, 'lock'))
+    args = dict(path_args(host), devices=['00:03.0'], lock_file=os.path.join(host.root, 'lock'),
+                journal_file=os.path.join(host.root, 'journal.json'))
     out = run_module(vfio_bind, args, capsys, check_mode=True, diff=True)
     assert out['changed']
     (d,) = out['devices']
@@ -81,7 +82,8 @@ def test_bind_check_mode_diff_writes_nothing(host, capsys):
 
 def test_bind_refuses_management_nic(host, capsys):
     before = snapshot(host.root)
-    args = dict(path_args(host), devices=['0000:00:02.0'], lock_file=os.path.join(host.root, 'lock'))
+    args = dict(path_args(host), devices=['0000:00:02.0'], lock_file=os.path.join(host.root, 'lock'),
+                journal_file=os.path.join(host.root, 'journal.json'))
     out = run_module(vfio_bind, args, capsys)
     assert out['failed']
     assert 'refused before changing anything' in out['msg'] and 'eth0 carries the default route' in out['msg']
