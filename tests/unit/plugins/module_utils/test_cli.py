@@ -195,3 +195,25 @@ def test_help_documents_commands_and_exit_codes(capsys):
     text = capsys.readouterr().out
     for word in ('status', 'plan', 'apply', 'restore', 'exit codes', 'another run holds the lock'):
         assert word in text
+
+
+def test_a_driver_override_write_blocked_on_the_device_lock_is_bounded(host, kernel):
+    # At boot, an unbind blocked in another process (a VFIO user holds the device) holds the
+    # device lock: driver_override then blocks too. The write must carry its bound; an
+    # unbounded one would hang the boot unit until systemd's timeout.
+    blocked = []
+
+    def write(rel, value, timeout=None, _orig=kernel.write):
+        if rel.endswith('%s/driver_override' % NIC):
+            assert timeout is not None, 'driver_override written without a bound'
+            blocked.append(timeout)
+            from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import WriteTimeout
+            raise WriteTimeout(kernel.sys(rel), timeout, 4444)
+        return _orig(rel, value, timeout=timeout)
+
+    kernel.write = write
+    host.detach(NIC)  # the blocked unbind already removed the driver link
+    write_state(host, [dev(NIC, '8086', '10d3')], timeout=2)
+    code, out = run(host, kernel, 'apply')
+    assert code == cli.EXIT_FAILED and blocked == [2]
+    assert 'still blocked after 2s' in out and 'set driver_override to vfio-pci' in out
