@@ -76,6 +76,7 @@ class Output:
 def run_command(argv, timeout=120):
     """modprobe for the executor: argv only, bounded."""
     try:
+        # pylint: disable-next=ansible-bad-function  # no AnsibleModule here: the command runs without Ansible
         p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                            timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -147,8 +148,8 @@ class Cli:
                 self.out.line('%s: %s, as desired' % (r['address'], r['driver_after'] or 'no driver'))
                 continue
             arrow = '%s -> %s' % (r['driver_before'] or 'no driver', r['driver_after'] or 'no driver')
-            self.out.line('%s: %s (%s%s: %s)' % (r['address'], arrow, r['action'], ', planned' if planned else
-                                                  ', ' + r['result'], r['reason']))
+            how = ', planned' if planned else ', ' + r['result']
+            self.out.line('%s: %s (%s%s: %s)' % (r['address'], arrow, r['action'], how, r['reason']))
         for r in rows:
             for w in r.get('warnings') or []:
                 self.out.line('warning: %s: %s' % (r['address'], w))
@@ -158,9 +159,9 @@ class Cli:
             if r['action'] == 'none':
                 self.out.line('%s: %d VFs, as desired' % (r['pf'], r['numvfs_after']))
             else:
+                how = ', planned' if planned else ', ' + r['result']
                 self.out.line('%s: %s VFs -> %d (%s%s: %s)' % (r['pf'], r['numvfs_before'], r['numvfs_after'],
-                                                              r['action'], ', planned' if planned else
-                                                              ', ' + r['result'], r['reason']))
+                                                              r['action'], how, r['reason']))
 
     # -- commands --------------------------------------------------------------
     def status(self):

@@ -117,8 +117,8 @@ def select(state, only, bus=PCI):
     known = set(d['address'] for d in state['devices']) | set(p['pf'] for p in state['sriov'])
     unknown = sorted(wanted - known)
     if unknown:
-        raise StateError('%s not in the desired state (known: %s)' % (', '.join(unknown), ', '.join(sorted(known))
-                                                                       or 'nothing'))
+        raise StateError('%s not in the desired state (known: %s)' % (
+            ', '.join(unknown), ', '.join(sorted(known)) or 'nothing'))
     out = dict(state)
     out['devices'] = [d for d in state['devices'] if d['address'] in wanted]
     out['sriov'] = [p for p in state['sriov'] if p['pf'] in wanted]

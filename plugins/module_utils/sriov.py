@@ -105,8 +105,8 @@ def plan_sriov(fs, items, force=False, bus=PCI):
             continue
         if cur['totalvfs'] is None or cur['numvfs'] is None:
             errors.append('%s is not an SR-IOV physical function: no sriov_totalvfs/sriov_numvfs in %s (is its '
-                          'host driver loaded? it is on %s)' % (pf, fs.sys(bus.device_dir(pf)),
-                                                                 cur['driver'] or 'no driver'))
+                          'host driver loaded? it is on %s)' % (
+                              pf, fs.sys(bus.device_dir(pf)), cur['driver'] or 'no driver'))
             continue
         entry.update(numvfs_before=cur['numvfs'], totalvfs=cur['totalvfs'], autoprobe_before=cur['drivers_autoprobe'],
                      vfs_before=cur['vfs'], vfs=cur['vfs'])
