@@ -160,8 +160,8 @@ class Cli:
                 self.out.line('%s: %d VFs, as desired' % (r['pf'], r['numvfs_after']))
             else:
                 how = ', planned' if planned else ', ' + r['result']
-                self.out.line('%s: %s VFs -> %d (%s%s: %s)' % (r['pf'], r['numvfs_before'], r['numvfs_after'],
-                                                              r['action'], how, r['reason']))
+                self.out.line('%s: %s VFs -> %d (%s%s: %s)' % (
+                    r['pf'], r['numvfs_before'], r['numvfs_after'], r['action'], how, r['reason']))
 
     # -- commands --------------------------------------------------------------
     def status(self):
