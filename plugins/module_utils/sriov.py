@@ -19,7 +19,7 @@ __metaclass__ = type
 import time
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
-from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import HostLock, LockTimeout
+from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import HostLock, LockTimeout, StepFailed
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import PCI, KernelError, WriteTimeout
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
 
@@ -152,15 +152,6 @@ def diff_of(plan):
     return {'before': before, 'after': after}
 
 
-class StepFailed(Exception):
-    def __init__(self, pf, step, detail, pending=False):
-        super(StepFailed, self).__init__('%s: %s failed: %s' % (pf, step, detail))
-        self.pf = pf
-        self.step = step
-        self.detail = detail
-        self.pending = pending
-
-
 class SriovExecutor:
     """Applies an SR-IOV plan through the KernelFS: bounded writes, bounded wait for the VFs."""
 
@@ -260,7 +251,7 @@ class SriovExecutor:
                 problems.append(problem)
             else:
                 rolled.append(e['pf'])
-        return {'device': exc.pf, 'step': exc.step, 'error': exc.detail, 'pending': exc.pending,
+        return {'device': exc.address, 'step': exc.step, 'error': exc.detail, 'pending': exc.pending,
                 'rolled_back': rolled, 'rollback_problems': problems}
 
 
