@@ -140,8 +140,9 @@ class Executor:
         return drv, (None if override in (None, '', '(null)') else override)
 
     def set_override(self, address, driver):
-        # an unset override is cleared by writing a newline (an empty write is no syscall)
-        self.fs.write(self._dev(address, 'driver_override'), driver if driver else '\n')
+        # an unset override is cleared by writing a newline (an empty write is no syscall);
+        # bounded too: the kernel takes the device lock, which a blocked unbind holds
+        self.fs.write(self._dev(address, 'driver_override'), driver if driver else '\n', timeout=self.timeout)
 
     def unbind(self, address, driver):
         self.fs.write('%s/unbind' % self.bus.driver_dir(driver), address, timeout=self.timeout)

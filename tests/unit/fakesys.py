@@ -330,6 +330,8 @@ class FakeKernel(KernelFS):
             self.host.detach(addr)
             if addr in self.unplug_on_unbind:
                 self.host.unplug(addr)
+        elif parts[-1] == 'sriov_numvfs':
+            self.write_sriov_numvfs(parts[-2], value, timeout)
         elif parts[-1] in ('bind', 'drivers_probe') and not os.path.isdir(self._dev(value)):
             raise KernelError('no such device %s' % value, self.sys(rel), errno.ENODEV)
         elif parts[-1] == 'bind':
@@ -406,3 +408,82 @@ def bind_on(host, kernel, check_mode=False, environ=None, **params):
     p = host.params(**params)
     return run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, check_mode=check_mode,
                     environ=environ if environ is not None else {}, may_load_modules=True)
+
+
+class FakeSriov:
+    """SR-IOV semantics for a FakeKernel: ``FakeKernel.write_sriov_numvfs`` (mixed in below).
+
+    As the kernel's sriov_numvfs_store: a count that is not a number is EINVAL, above
+    sriov_totalvfs ERANGE, a nonzero count while VFs exist EBUSY; 0 removes the VFs; N creates
+    them as new devices with a ``physfn`` link and ``virtfn<i>`` links on the PF, and with
+    sriov_drivers_autoprobe=1 a loaded host driver that matches a VF's IDs binds it.
+    """
+
+    def sriov_setup(self, pf, vf_device='10ca', hang=False, no_vfs=False):
+        """VF IDs of a PF (vendor: the PF's); hang: the count write blocks past its bound;
+        no_vfs: the write succeeds but no VF ever appears (firmware without room)."""
+        if not hasattr(self, 'sriov'):
+            self.sriov = {}
+        self.sriov[pf] = {'vf_device': vf_device, 'hang': hang, 'no_vfs': no_vfs}
+
+    @staticmethod
+    def vf_address(pf, index):
+        domain, bus, rest = pf.split(':')
+        return '%s:%02x:%02x.%d' % (domain, int(bus, 16) + 1, 0x10 + index // 8, index % 8)
+
+    def _sriov_attr(self, pf, name, value=None):
+        path = os.path.join(self._dev(pf), name)
+        if value is None:
+            with open(path) as f:
+                return f.read().strip()
+        with open(path, 'w') as f:
+            f.write(value + '\n')
+
+    def write_sriov_numvfs(self, pf, value, timeout=None):
+        conf = getattr(self, 'sriov', {}).get(pf, {'vf_device': '10ca', 'hang': False, 'no_vfs': False})
+        rel = 'bus/pci/devices/%s/sriov_numvfs' % pf
+        text = value.strip()
+        if not text.isdigit():
+            raise KernelError('not a number', self.sys(rel), errno.EINVAL)
+        want = int(text)
+        cur = int(self._sriov_attr(pf, 'sriov_numvfs'))
+        if want > int(self._sriov_attr(pf, 'sriov_totalvfs')):
+            raise KernelError('too many', self.sys(rel), errno.ERANGE)
+        if want == cur:
+            return
+        if want and cur:
+            self.kmsg.append('pci %s: %d VFs already enabled. Disable before enabling %d VFs' % (pf, cur, want))
+            raise KernelError('busy', self.sys(rel), errno.EBUSY)
+        if conf['hang']:
+            raise WriteTimeout(self.sys(rel), timeout, 4343)
+        if want == 0:
+            pfdir = self._dev(pf)
+            for link in sorted(x for x in os.listdir(pfdir) if x.startswith('virtfn')):
+                vf = os.path.basename(os.readlink(os.path.join(pfdir, link)))
+                if self._driver_of(vf):
+                    self.host.detach(vf)
+                group = os.path.join(self._dev(vf), 'iommu_group')
+                if os.path.lexists(group):
+                    os.unlink(os.path.join(os.path.realpath(group), 'devices', vf))
+                self.host.unplug(vf)
+                os.unlink(os.path.join(pfdir, link))
+            self._sriov_attr(pf, 'sriov_numvfs', '0')
+            return
+        vendor = self._ids(pf)[0]
+        autoprobe = self._sriov_attr(pf, 'sriov_drivers_autoprobe') == '1'
+        if not conf['no_vfs']:
+            for i in range(want):
+                vf = self.host.add_device(self.vf_address(pf, i), vendor, conf['vf_device'], physfn=pf)
+                if autoprobe:
+                    for driver in sorted(os.listdir(self.sys('bus/pci/drivers'))):
+                        if self._matches(vf, driver):
+                            self._probe(vf, driver)
+                            break
+        self._sriov_attr(pf, 'sriov_numvfs', str(want))
+
+
+# Mixed in here rather than by inheritance, so this block stays apart from FakeKernel's own code.
+FakeKernel.sriov_setup = FakeSriov.sriov_setup
+FakeKernel.vf_address = staticmethod(FakeSriov.vf_address)
+FakeKernel._sriov_attr = FakeSriov._sriov_attr
+FakeKernel.write_sriov_numvfs = FakeSriov.write_sriov_numvfs

@@ -16,6 +16,8 @@ import sys
 
 import yaml
 
+from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import parse_state
+
 ROLE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BOUND = [
@@ -26,6 +28,11 @@ BOUND = [
     {'address': '0000:00:06.0', 'state': 'host', 'action': 'restore', 'module': None,
      'driver_after': 'e1000e', 'vendor': '8086', 'device': '10d3'},
 ]
+for _i, _row in enumerate(BOUND):
+    _row['item'] = 'devices[%d] (%s)' % (_i, _row['address'])
+# The request the rows come from: 0000:00:04.0 pinned its driver, 0000:00:05.0 did not.
+REQUEST = ['0000:00:05.0', {'address': '0000:00:04.0', 'driver': 'virtio_vfio_pci'},
+           {'address': '0000:00:06.0', 'state': 'host'}]
 
 
 def ansible_playbook():
@@ -38,11 +45,13 @@ def render_all(tmp_path):
         role_vars = yaml.safe_load(f)
     out = tmp_path / 'out'
     out.mkdir()
-    names = ['udev.rules.j2', 'modules-load.conf.j2', 'dracut.conf.j2', 'passthrough.conf.j2',
-             'reapply.service.j2', 'grub-dropin.cfg.j2']
+    names = ['udev.rules.j2', 'modules-load.conf.j2', 'dracut.conf.j2', 'state.json.j2',
+             'reapply.service.j2', 'vfio-passthrough.j2', 'grub-dropin.cfg.j2']
     play = [{
         'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
-        'vars': dict(role_vars, passthrough_bound_devices=BOUND,
+        'vars': dict(role_vars, passthrough_bound_devices=BOUND, passthrough_bind_items=REQUEST,
+                     passthrough_iommu_group_policy='strict', passthrough_bind_timeout=10,
+                     passthrough_boot_timeout=120,
                      passthrough_persist="{{ passthrough_bound_devices | selectattr('state', 'eq', 'vfio') | list }}",
                      passthrough_persist_modules="{{ passthrough_persist | map(attribute='module') | select | unique | sort }}",
                      passthrough_persist_sriov=[{'pf': '3b:00.0', 'numvfs': 4}],
@@ -75,12 +84,21 @@ def test_persistence_files(tmp_path):
         ['vfio_pci', 'virtio_vfio_pci']
     assert 'force_drivers+=" vfio_pci virtio_vfio_pci "' in f['dracut.conf']
     assert 'install_items+=" /etc/udev/rules.d/40-hypervisor-vfio.rules "' in f['dracut.conf']
-    conf = [line for line in f['passthrough.conf'].splitlines() if line and not line.startswith('#')]
-    assert conf == ['sriov 0000:3b:00.0 4 0',
-                    'device 0000:00:04.0 1af4 1041 virtio_vfio_pci virtio_vfio_pci',
-                    'device 0000:00:05.0 8086 10d3 vfio-pci vfio_pci']
-    assert 'ExecStart=/bin/sh /usr/local/libexec/hypervisor-vfio-reapply /etc/hypervisor-vfio/passthrough.conf' \
-        in f['reapply.service']
+    state = json.loads(f['state.json'])
+    assert state == {
+        'format': 1, 'written_by': 'hypervisor.vfio.passthrough', 'iommu_group': 'strict', 'timeout': 10,
+        'lock_timeout': 30,
+        # a driver only where the request pinned one: the engine resolves the others at boot
+        'devices': [{'address': '0000:00:04.0', 'vendor': '1af4', 'device': '1041', 'driver': 'virtio_vfio_pci'},
+                    {'address': '0000:00:05.0', 'vendor': '8086', 'device': '10d3', 'driver': None}],
+        'sriov': [{'pf': '0000:3b:00.0', 'numvfs': 4, 'drivers_autoprobe': False}]}
+    # ...and it is what the engine reads
+    assert parse_state(state)['devices'][0]['driver'] == 'virtio_vfio_pci'
+    unit = f['reapply.service']
+    assert 'ExecStart=/usr/local/sbin/vfio-passthrough apply --state /etc/hypervisor-vfio/state.json' in unit
+    assert 'TimeoutStartSec=120' in unit and 'Before=network-pre.target' in unit and 'KillMode=process' in unit
+    assert 'sys.path.insert(0, "/usr/local/lib/hypervisor-vfio")' in f['vfio-passthrough']
+    assert 'exec /usr/bin/python3 -I -c ' in f['vfio-passthrough']
     assert 'GRUB_CMDLINE_LINUX="${GRUB_CMDLINE_LINUX} intel_iommu=on iommu=pt"' in f['grub-dropin.cfg']
     # The device given back to the host appears nowhere.
     assert not any('0000:00:06.0' in text for text in f.values())

@@ -15,7 +15,7 @@ import pytest
 
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.hypervisor.vfio.plugins.modules import vfio_bind, vfio_facts
+from ansible_collections.hypervisor.vfio.plugins.modules import vfio_bind, vfio_facts, vfio_sriov
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost
 
 
@@ -104,3 +104,21 @@ def test_bind_bad_input(host, capsys, args, message):
     out = run_module(vfio_bind, dict(path_args(host), **args), capsys)
     assert out['failed'] and message in out['msg'] and 'nothing was changed' in out['msg']
     assert snapshot(host.root) == before
+
+
+def test_sriov_check_mode_diff_writes_nothing(host, capsys, tmp_path):
+    host.add_device('0000:01:00.0', '8086', '10c9', sriov_totalvfs=7)
+    before = snapshot(host.root)
+    out = run_module(vfio_sriov, dict(path_args(host), pfs=[{'pf': '01:00.0', 'numvfs': '2'}],
+                                      lock_file=str(tmp_path / 'lock'), return_facts=True),
+                     capsys, check_mode=True, diff=True)
+    assert out['changed'] and out['pfs'][0]['action'] == 'create' and out['pfs'][0]['result'] == 'planned'
+    assert out['diff']['after']['0000:01:00.0'] == {'sriov_numvfs': 2, 'sriov_drivers_autoprobe': False}
+    assert out['ansible_facts']['vfio']['devices']['0000:01:00.0']['sriov_totalvfs'] == 7
+    assert snapshot(host.root) == before
+
+
+def test_sriov_refuses_before_any_write(host, capsys, tmp_path):
+    out = run_module(vfio_sriov, dict(path_args(host), pfs=[{'pf': '0000:00:02.0', 'numvfs': 1}],
+                                      lock_file=str(tmp_path / 'lock')), capsys)
+    assert out['failed'] and 'not an SR-IOV physical function' in out['msg'] and out['errors']
