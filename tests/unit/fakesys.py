@@ -193,7 +193,7 @@ class FakeHost:
 
     # -- module parameters -----------------------------------------------------------
     def params(self, **kw):
-        p = dict(sysfs_path=self.sys, procfs_path=self.proc, modules_dir=self.moddir,
+        p = dict(sysfs_path=self.sys, procfs_path=self.proc, modules_dir=self.moddir, rootfs_path=self.root,
                  kernel_release=None, modprobe_config_dirs=[self.confdir],
                  lock_file=os.path.join(self.root, 'vfio.lock'), lock_timeout=5, timeout=5,
                  state='vfio', driver=None, iommu_group='strict', force=False)
