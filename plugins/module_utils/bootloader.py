@@ -122,24 +122,6 @@ def expand_grubenv(options, env):
     return re.sub(r'\$(\w+)|\$\{(\w+)\}', lambda m: env.get(m.group(1) or m.group(2), ''), options or '')
 
 
-def parse_grubby_info(text):
-    """``grubby --info=ALL``: one dict per entry (index, kernel, args, root, initrd, title, id)."""
-    entries = []
-    for line in (text or '').splitlines():
-        key, sep, value = line.partition('=')
-        if not sep:
-            continue
-        if value[:1] == '"' and value[-1:] == '"' and len(value) > 1:
-            value = value[1:-1]
-        if key == 'index':
-            entries.append({'index': int(value) if value.isdigit() else value})
-        elif entries:
-            entries[-1][key] = value
-    for e in entries:
-        e['args'] = split_cmdline(e.get('args', ''))
-    return entries
-
-
 def cpu_vendor(cpuinfo):
     """'intel', 'amd' or 'other' from the first ``vendor_id`` of /proc/cpuinfo."""
     for line in (cpuinfo or '').splitlines():
@@ -218,7 +200,7 @@ def read_entries(rootfs, grubenv=None):
             if grubenv and '$' in options:
                 options = expand_grubenv(options, grubenv)
             entries.append({
-                'id': name[:-len('.conf')],
+                'id': name,     # systemd-boot's entry id (LoaderEntrySelected) is the file name
                 'path': os.path.join(path, name),
                 'title': entry.get('title'),
                 'version': entry.get('version'),
