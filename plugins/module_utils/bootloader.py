@@ -287,10 +287,9 @@ def installed_kernels(rootfs, modules_dir):
         if not os.path.isdir(os.path.join(modules_dir, rel)) or rel.startswith('.'):
             continue
         image = None
-        for cand in ('boot/vmlinuz-' + rel,):
-            if os.path.exists(_under(rootfs, cand)):
-                image = _host_path(cand)
-        if image is None and os.path.exists(os.path.join(modules_dir, rel, 'vmlinuz')):
+        if os.path.exists(_under(rootfs, 'boot/vmlinuz-' + rel)):
+            image = _host_path('boot/vmlinuz-' + rel)
+        elif os.path.exists(os.path.join(modules_dir, rel, 'vmlinuz')):
             image = os.path.join(modules_dir, rel, 'vmlinuz')
         initramfs = None
         for cand in ('boot/initrd.img-' + rel, 'boot/initramfs-%s.img' % rel):
@@ -354,16 +353,6 @@ def read_boot(fs, rootfs, kernels):
         'proxmox_boot': proxmox,
         'tools': tools,
     }
-
-
-def missing_args(wanted, have):
-    """The wanted arguments not on ``have``, in order, once each."""
-    have = set(have)
-    out = []
-    for a in wanted:
-        if a not in have and a not in out:
-            out.append(a)
-    return out
 
 
 def module_names(modules_dir, release):

@@ -126,7 +126,7 @@ ansible_facts:
           description:
             - How the running kernel was started and how its arguments are set.
             - C(loader) is V(grub), V(systemd-boot), V(other) (sets the EFI variable LoaderInfo but is not
-              systemd-boot) or V(none) (no boot loader left a trace: QEMU C(-kernel), kexec, PXE, an EFI
+              systemd-boot) or V(none) (no boot loader left a trace - QEMU C(-kernel), kexec, PXE, an EFI
               stub entry); C(evidence) says what it was decided from; C(loader_info) and C(entry_selected)
               are the EFI variables LoaderInfo and LoaderEntrySelected; C(firmware) is V(uefi) or V(bios).
             - C(method) is how this collection sets kernel arguments for that loader, V(null) when it does
@@ -181,7 +181,7 @@ ansible_facts:
               C(vfio_ambiguous) (two modules tie for best) and C(vfio_bound).
             - Reset and power - C(reset_method) (the enabled reset methods in the order the kernel tries
               them, such as C([flr, bus]); V([]) when all were disabled; V(null) when the kernel shows no
-              such attribute), C(reset_supported) (the C(reset) attribute exists: the kernel found a
+              such attribute), C(reset_supported) (the C(reset) attribute exists, so the kernel found a
               method when it added the device), C(d3cold_allowed), C(power_state) (C(D0), C(D3hot)...)
               and C(boot_vga) (the firmware's boot display; V(null) for non-VGA devices).
           type: dict

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.lab
 
 
 def run_role(lab, tmpdir, role_vars):
-    play = [{'name': 'passthrough role on the lab', 'hosts': 'hypervisors', 'gather_facts': False,
+    play = [{'name': 'passthrough role on the lab', 'hosts': 'hypervisors', 'gather_facts': False, 'become': True,
              'roles': [{'role': 'hypervisor.vfio.passthrough', 'vars': role_vars}]}]
     path = os.path.join(str(tmpdir), 'play.yml')
     with open(path, 'w') as f:

@@ -267,7 +267,6 @@ def test_cmdline_words_and_values():
     assert boot.cmdline_value(args, 'iommu') == 'pt' and boot.cmdline_value(args, 'quiet') is True
     assert boot.cmdline_value(args, 'intel_iommu') is None
     assert boot.without_loader_args(['initrd=\\a\\b', 'BOOT_IMAGE=/x', 'ro']) == ['ro']
-    assert boot.missing_args(['intel_iommu=on', 'iommu=pt', 'iommu=pt'], args) == ['intel_iommu=on']
 
 
 def test_efi_strings_and_vendors():
