@@ -95,7 +95,7 @@ def parse_bls_entry(text):
         line = line.strip()
         if not line or line.startswith('#'):
             continue
-        key, _, value = line.partition(' ')
+        key, dummy, value = line.partition(' ')
         value = value.strip()
         if key == 'initrd':
             entry['initrd'].append(value)
@@ -112,7 +112,7 @@ def parse_grubenv(text):
     for line in (text or '').splitlines():
         if line.startswith('#') or '=' not in line:
             continue
-        k, _, v = line.partition('=')
+        k, dummy, v = line.partition('=')
         env[k] = v
     return env
 
@@ -125,7 +125,7 @@ def expand_grubenv(options, env):
 def cpu_vendor(cpuinfo):
     """'intel', 'amd' or 'other' from the first ``vendor_id`` of /proc/cpuinfo."""
     for line in (cpuinfo or '').splitlines():
-        key, _, value = line.partition(':')
+        key, dummy, value = line.partition(':')
         if key.strip() == 'vendor_id':
             return CPU_VENDORS.get(value.strip(), 'other')
     return 'other'

@@ -218,7 +218,7 @@ def grubby_view(text):
     """What grubby --info=ALL says each entry boots with (args plus root=), as lists."""
     out, cur = [], None
     for line in text.splitlines():
-        key, _, value = line.partition('=')
+        key, dummy, value = line.partition('=')
         value = value.strip('"')
         if key == 'index':
             cur = {}
