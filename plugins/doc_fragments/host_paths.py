@@ -31,6 +31,15 @@ options:
         (C(modules.alias), C(modules.dep), C(modules.builtin.modinfo)).
     type: path
     default: /lib/modules
+  rootfs_path:
+    description:
+      - The host's root filesystem. The boot loader configuration (C(/etc/kernel/cmdline),
+        C(/boot/loader/entries), C(/boot/efi/loader/entries), C(/boot/grub2/grubenv)), the kernel
+        images and initramfs images in C(/boot) and the boot tools (C(update-grub), C(grubby),
+        C(kernel-install), C(proxmox-boot-tool)) are looked up below it.
+      - Point it at the host's root mounted in a container (for example C(/host)), or at a fake tree in tests.
+    type: path
+    default: /
   kernel_release:
     description:
       - Kernel release whose module files are searched for VFIO drivers.

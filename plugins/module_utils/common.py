@@ -20,6 +20,7 @@ def host_path_argument_spec():
         sysfs_path=dict(type='path', default='/sys'),
         procfs_path=dict(type='path', default='/proc'),
         modules_dir=dict(type='path', default='/lib/modules'),
+        rootfs_path=dict(type='path', default='/'),
         kernel_release=dict(type='str'),
         modprobe_config_dirs=dict(type='list', elements='path', default=list(DEFAULT_MODPROBE_CONFIG_DIRS)),
     )
@@ -34,6 +35,7 @@ class HostContext:
         if '/' in self.kernel_release or self.kernel_release in ('.', '..'):
             raise ValueError('kernel_release %r is not a kernel release name' % self.kernel_release)
         self.modules_dir = params['modules_dir']
+        self.rootfs_path = params.get('rootfs_path') or '/'
         self.resolver = Resolver(self.modules_dir, self.kernel_release, params['modprobe_config_dirs'])
 
     def warnings(self):

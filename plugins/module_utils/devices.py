@@ -75,7 +75,30 @@ def read_device(fs, bus, address, netdevs=None):
     rec['net_interfaces'] = sorted(netdevs.get(fs.link_path(base), ()))
     rec['vfio_dev'] = fs.listdir(base + '/vfio-dev') if 'vfio-dev' in present else []
     rec['is_bridge'] = bool(rec['class'] and rec['class'][:4] in bus.bridge_classes)
+    rec.update(reset_and_power(opt, present))
     return rec
+
+
+def _flag(value):
+    return None if value is None else value == '1'
+
+
+def reset_and_power(opt, present):
+    """The reset and power attributes of a device (None where the kernel shows none).
+
+    ``reset_method`` (5.15+) lists the enabled reset methods in the order the kernel tries
+    them; the kernel does not show which others the device would support (writing
+    ``default`` restores them all). ``reset`` exists only when the kernel found at least
+    one method when it added the device.
+    """
+    methods = opt('reset_method')
+    return {
+        'reset_method': None if methods is None else methods.split(),
+        'reset_supported': 'reset' in present,
+        'd3cold_allowed': _flag(opt('d3cold_allowed')),
+        'power_state': opt('power_state'),
+        'boot_vga': _flag(opt('boot_vga')),
+    }
 
 
 def scan(fs, bus):

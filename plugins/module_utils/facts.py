@@ -7,16 +7,103 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+
+from ansible_collections.hypervisor.vfio.plugins.module_utils import bootloader as boot
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import PCI
 
+# Files of this collection an initramfs may carry (the udev rule, the modprobe configuration).
+OWN_FILE_MARK = 'hypervisor-vfio'
 
-def collect_facts(host, bus=PCI):
+
+def collect_facts(host, bus=PCI, list_initramfs=None):
+    """Everything vfio_facts returns.
+
+    ``list_initramfs(path)`` returns the paths inside an initramfs image (lsinitramfs,
+    lsinitrd) or None; given only when asked, because unpacking every image is slow.
+    """
     devices, groups = devs.gather(host.fs, bus, host.resolver)
+    iommu = devs.iommu_facts(host.fs, groups)
+    iommu['cpu_vendor'] = boot.cpu_vendor(host.fs.read_proc('cpuinfo'))
+    iommu['vendor'] = boot.iommu_vendor(iommu['units'], iommu['cpu_vendor'])
+    iommu['enable_args'] = list(boot.IOMMU_ENABLE_ARGS[iommu['vendor']])
+    rootfs = getattr(host, 'rootfs_path', '/')
+    kernels = boot.installed_kernels(rootfs, host.modules_dir)
+    kernels = kernel_checks(kernels, host, devices, rootfs, list_initramfs)
+    warnings = host.warnings() + reset_warnings(devices) + kernel_warnings(kernels, devices)
     return {
         'kernel_release': host.kernel_release,
-        'iommu': devs.iommu_facts(host.fs, groups),
+        'iommu': iommu,
+        'boot': boot.read_boot(host.fs, rootfs, kernels),
+        'kernels': kernels,
         'devices': devices,
         'iommu_groups': groups,
-        'warnings': host.warnings(),
+        'warnings': warnings,
     }
+
+
+def vfio_modules_in_use(devices):
+    """{module: [addresses]} of the VFIO driver modules devices are bound to now."""
+    used = {}
+    for addr, rec in sorted(devices.items()):
+        if rec.get('vfio_bound'):
+            mod = (rec.get('driver_module') or rec.get('driver') or '').replace('-', '_')
+            if mod:
+                used.setdefault(mod, []).append(addr)
+    return used
+
+
+def kernel_checks(kernels, host, devices, rootfs, list_initramfs):
+    """Per installed kernel: does it ship the VFIO modules in use, does its initramfs carry them.
+
+    A kernel upgrade can drop a variant driver or ship the host driver in the initramfs; this
+    is where that shows before a reboot into it leaves a device without its VFIO driver.
+    """
+    used = sorted(vfio_modules_in_use(devices))
+    out = []
+    for k in kernels:
+        rec = dict(k)
+        rec['running'] = k['release'] == host.kernel_release
+        names = boot.module_names(host.modules_dir, k['release'])
+        rec['vfio_modules'] = None if names is None else dict((m, m in names) for m in used)
+        rec['missing_vfio_modules'] = None if names is None else [m for m in used if m not in names]
+        rec['initramfs_checked'] = False
+        rec['initramfs_vfio_modules'] = None
+        rec['initramfs_files'] = None
+        if list_initramfs is not None and k['initramfs']:
+            listing = list_initramfs(os.path.join(rootfs, k['initramfs'].lstrip('/')))
+            if listing is not None:
+                inside = boot.initramfs_modules(listing)
+                rec['initramfs_checked'] = True
+                rec['initramfs_vfio_modules'] = dict((m, m in inside) for m in used)
+                rec['initramfs_files'] = sorted(set(
+                    line.split()[-1] for line in listing if OWN_FILE_MARK in line and line.split()))
+        out.append(rec)
+    return out
+
+
+def kernel_warnings(kernels, devices):
+    used = vfio_modules_in_use(devices)
+    out = []
+    for k in kernels:
+        for m in k['missing_vfio_modules'] or ():
+            out.append('kernel %s has no module %s, which drives %s now: booting that kernel leaves %s '
+                       'without its VFIO driver (install the module for it, or keep the running kernel)'
+                       % (k['release'], m, ', '.join(used[m]), 'them' if len(used[m]) > 1 else 'it'))
+    return out
+
+
+def reset_warnings(devices):
+    """A device on VFIO the kernel cannot reset: a VM restart hands it over in the state the
+    guest left it (the reason for out-of-tree reset modules such as vendor-reset)."""
+    out = []
+    for addr, rec in sorted(devices.items()):
+        if not rec.get('vfio_bound') or rec.get('is_bridge'):
+            continue
+        methods = rec.get('reset_method')
+        if methods == [] or (methods is None and not rec.get('reset_supported')):
+            out.append('%s: the kernel has no reset method for this device (%s): a VM restart '
+                       'cannot reset it, so a guest may find it in the state the previous one left'
+                       % (addr, 'reset_method is empty' if methods == [] else 'no reset attribute'))
+    return out

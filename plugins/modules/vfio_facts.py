@@ -22,7 +22,23 @@ description:
     with the fewest C(*) wins.
   - Reports IOMMU groups and whether each could be handed to a virtual machine as it stands.
   - Usable as a fact gatherer in C(gather_facts) (C(facts_modules = smart, hypervisor.vfio.vfio_facts)).
+  - Tells which boot loader started the running kernel (from the EFI variables systemd-boot sets
+    and the C(BOOT_IMAGE=) GRUB puts on the command line, not from the tools installed) and how
+    this collection would set its kernel arguments (C(boot)).
+  - Lists every installed kernel with its image and initramfs, and whether it ships the VFIO
+    modules the devices use now (C(kernels)); with O(initramfs_contents), also what each
+    initramfs carries.
+  - Reports each device's reset methods and power state, and warns about a device on VFIO the
+    kernel cannot reset.
   - Reads only; never writes to sysfs or loads modules.
+options:
+  initramfs_contents:
+    description:
+      - List every installed kernel's initramfs (C(lsinitramfs) on Debian/Ubuntu, C(lsinitrd) with
+        dracut) to report which VFIO modules and files of this collection it carries.
+      - Slow (each image is unpacked, seconds per kernel), so off by default.
+    type: bool
+    default: false
 author:
   - hypervisor.vfio contributors (@hypervisor-vfio)
 extends_documentation_fragment:
@@ -92,13 +108,66 @@ ansible_facts:
               vfio.enable_unsafe_noiommu_mode, pci, pcie_acs_override; V(null) when absent,
               V(true) for a flag without a value), C(cmdline), C(noiommu_mode) and
               C(loaded_vfio_modules).
+            - C(cpu_vendor) (V(intel), V(amd) or V(other), from C(vendor_id) in C(/proc/cpuinfo)), C(vendor)
+              (whose IOMMU - V(intel) for C(dmar) units, V(amd) for C(ivhd) units, the CPU vendor while the
+              IOMMU is off) and C(enable_args), the kernel arguments that switch that IOMMU on
+              (V([intel_iommu=on]); none for AMD-Vi, which the kernel enables whenever the firmware describes it).
           type: dict
           sample:
             enabled: true
+            cpu_vendor: intel
+            vendor: intel
+            enable_args: [intel_iommu=on]
             group_count: 12
             units: [dmar0]
             cmdline_flags: {intel_iommu: "on", iommu: pt}
             loaded_vfio_modules: [vfio, vfio_iommu_type1, vfio_pci, vfio_pci_core]
+        boot:
+          description:
+            - How the running kernel was started and how its arguments are set.
+            - C(loader) is V(grub), V(systemd-boot), V(other) (sets the EFI variable LoaderInfo but is not
+              systemd-boot) or V(none) (no boot loader left a trace - QEMU C(-kernel), kexec, PXE, an EFI
+              stub entry); C(evidence) says what it was decided from; C(loader_info) and C(entry_selected)
+              are the EFI variables LoaderInfo and LoaderEntrySelected; C(firmware) is V(uefi) or V(bios).
+            - C(method) is how this collection sets kernel arguments for that loader, V(null) when it does
+              not manage it (C(method_reason) says why) - V(grub_dropin) (C(/etc/default/grub.d) and
+              C(update-grub)), V(grubby) (RHEL family), V(kernel_install) (C(/etc/kernel/cmdline) and
+              C(kernel-install add) per kernel), V(proxmox_boot_tool) (C(/etc/kernel/cmdline) and
+              C(proxmox-boot-tool refresh)). C(apply_commands) are the commands that make the loader take
+              a changed configuration.
+            - C(cmdline_args) are the running kernel's arguments; C(kernel_cmdline_file_args) those of
+              C(/etc/kernel/cmdline) (V(null) when absent) and C(kernel_cmdline_base) what that file starts
+              from (its own arguments, else the running ones without C(BOOT_IMAGE=) and C(initrd=)).
+            - C(entries) are the Boot Loader Specification entries found (C(id), C(path), C(title),
+              C(version), C(linux), C(efi), C(options) as a list with EL8's C($kernelopts) expanded from
+              grubenv, C(selected)); C(tools) maps update-grub, grub2-mkconfig, grubby, kernel-install,
+              bootctl and proxmox-boot-tool to their path or V(null); C(proxmox_boot) tells whether
+              C(/etc/kernel/proxmox-boot-uuids) exists.
+          type: dict
+          sample:
+            loader: none
+            method: null
+            method_reason: no boot loader configuration sets this kernel's command line
+            firmware: bios
+            cmdline_args: [console=ttyS0, intel_iommu=on]
+        kernels:
+          description:
+            - Every kernel with a folder in O(modules_dir), for kernel upgrades - C(release), C(running),
+              C(image), C(initramfs) (paths or V(null)), C(modules_alias) (its modules.alias exists),
+              C(vfio_modules) (for each VFIO module a device is bound to now, whether this kernel ships it;
+              V(null) without modules.dep) and C(missing_vfio_modules).
+            - With O(initramfs_contents) - C(initramfs_checked), C(initramfs_vfio_modules) (the same
+              modules, whether the image carries them) and C(initramfs_files) (files of this collection
+              inside, such as its udev rule); V(null) otherwise.
+          type: list
+          elements: dict
+          sample:
+            - release: 6.12.48+deb12-amd64
+              running: true
+              image: /boot/vmlinuz-6.12.48+deb12-amd64
+              initramfs: /boot/initrd.img-6.12.48+deb12-amd64
+              vfio_modules: {vfio_pci: true, virtio_vfio_pci: true}
+              missing_vfio_modules: []
         devices:
           description:
             - Every PCI device, keyed by full address (C(0000:01:00.0)).
@@ -110,6 +179,11 @@ ansible_facts:
               C(vfio_module) (best VFIO driver module or V(null)), C(vfio_candidates) (list of
               C(module), C(pattern), C(wildcards), C(source), C(location), C(blacklisted), best first),
               C(vfio_ambiguous) (two modules tie for best) and C(vfio_bound).
+            - Reset and power - C(reset_method) (the enabled reset methods in the order the kernel tries
+              them, such as C([flr, bus]); V([]) when all were disabled; V(null) when the kernel shows no
+              such attribute), C(reset_supported) (the C(reset) attribute exists, so the kernel found a
+              method when it added the device), C(d3cold_allowed), C(power_state) (C(D0), C(D3hot)...)
+              and C(boot_vga) (the firmware's boot display; V(null) for non-VGA devices).
           type: dict
           sample:
             "0000:00:03.0":
@@ -147,14 +221,33 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import colle
 
 
 def build_module():
-    return AnsibleModule(argument_spec=host_path_argument_spec(), supports_check_mode=True)
+    spec = host_path_argument_spec()
+    spec['initramfs_contents'] = dict(type='bool', default=False)
+    return AnsibleModule(argument_spec=spec, supports_check_mode=True)
+
+
+def initramfs_lister(module):
+    """lsinitramfs (initramfs-tools) or lsinitrd (dracut): the paths inside an image, or None."""
+    path = module.get_bin_path('lsinitramfs') or module.get_bin_path('lsinitrd')
+    if not path:
+        module.warn('initramfs_contents: neither lsinitramfs nor lsinitrd is installed')
+        return None
+
+    def list_image(image):
+        rc, out, err = module.run_command([path, image])
+        if rc != 0:
+            module.warn('%s %s failed (%d): %s' % (path, image, rc, err.strip()))
+            return None
+        return out.splitlines()
+    return list_image
 
 
 def main():
     module = build_module()
     try:
         host = HostContext(module.params)
-        facts = collect_facts(host)
+        lister = initramfs_lister(module) if module.params['initramfs_contents'] else None
+        facts = collect_facts(host, list_initramfs=lister)
     except (ValueError, OSError) as e:
         module.fail_json(msg='vfio_facts: %s' % e)
     for warning in facts['warnings']:

@@ -38,6 +38,10 @@ def hv1(root):
     with open(os.path.join(h.sys, 'bus/pci/devices/0000:3b:00.0/sriov_drivers_autoprobe'), 'w') as f:
         f.write('0\n')
     os.makedirs(os.path.join(h.sys, 'class/iommu/dmar0'))
+    # Booted through Debian's GRUB (BOOT_IMAGE= on the command line, update-grub installed).
+    os.makedirs(os.path.join(h.root, 'usr/sbin'))
+    with open(os.path.join(h.root, 'usr/sbin/update-grub'), 'w') as f:
+        f.write('#!/bin/sh\n')
     return h
 
 
@@ -50,7 +54,7 @@ def hv2(root):
     h.add_module('acme_vfio_pci', ids=[('15b3', '101e')], override_only=True)
     h.add_device('0000:00:01.0', '1022', '1483', cls='060400', driver='pcieport')
     h.add_device('0000:41:00.2', '15b3', '101e', driver='mlx5_core', net=['ens1f0v0'])
-    h.add_device('0000:42:00.0', '1b36', '0005', cls='00ff00')
+    h.add_device('0000:42:00.0', '1b36', '0005', cls='00ff00', reset_method=None)
     os.makedirs(os.path.join(h.sys, 'class/iommu/ivhd0'))
     with open(os.path.join(h.proc, 'cmdline'), 'w') as f:
         f.write('BOOT_IMAGE=/vmlinuz root=/dev/sda1 iommu=pt\n')
@@ -79,6 +83,7 @@ def make_fleet(base):
             'passthrough_sysfs_path': h.sys,
             'passthrough_procfs_path': h.proc,
             'passthrough_modules_dir': h.moddir,
+            'passthrough_rootfs_path': h.root,
             'passthrough_modprobe_config_dirs': [h.confdir],
         }
     # Nothing listens on the discard port of the loopback: the connection is refused at once.

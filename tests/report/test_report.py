@@ -54,6 +54,14 @@ def test_json_summary(report):
     assert virtio['vfio_module'] == 'virtio_vfio_pci'
     assert virtio['candidates'] == ['virtio_vfio_pci (5 *)', 'vfio_pci (7 *)']
     assert hosts['hv3']['iommu_enabled'] is False and hosts['hv3']['ready'] is False
+    # Boot loader and installed kernels (issue 14): hv1 boots through Debian's GRUB, hv3 through
+    # a GRUB the role cannot configure (no update-grub, no grubby).
+    assert (hosts['hv1']['boot_loader'], hosts['hv1']['boot_method']) == ('grub', 'grub_dropin')
+    assert (hosts['hv3']['boot_loader'], hosts['hv3']['boot_method']) == ('grub', None)
+    assert hosts['hv1']['kernels'] == [{'release': '6.12.48+deb12-amd64', 'running': True, 'initramfs': None,
+                                        'missing_vfio_modules': [], 'initramfs_vfio_modules': None}]
+    resets = dict((d['address'], d['reset']) for d in hosts['hv2']['devices'])
+    assert resets == {'0000:41:00.2': 'flr', '0000:42:00.0': 'none'}
 
 
 def test_markdown_content(report):
@@ -71,6 +79,9 @@ def test_markdown_content(report):
     assert 'PF 2/64 VFs, autoprobe off' in md and 'VF of 0000:3b:00.0' in md
     assert 'IOMMU **off** (0 groups)' in md
     assert '**No facts**' in md
+    assert '- Boot loader: `grub`; IOMMU arguments set by `grub_dropin`' in md
+    assert "set by nothing the role manages (GRUB without update-grub or grubby" in md
+    assert '- Installed kernels: `6.12.48+deb12-amd64` (running)\n' in md
     # Every table row has as many cells as its header.
     for table in re.findall(r'(?:^\|.*\|\n)+', md, re.M):
         rows = table.strip().split('\n')

@@ -132,7 +132,7 @@ class FakeHost:
 
     def add_device(self, addr, vendor='8086', device='10d3', cls='020000', subvendor=None, subdevice='0000',
                    driver=None, override=None, group='auto', numa=0, net=(), block=(), physfn=None,
-                   sriov_totalvfs=None, modalias_attr=True):
+                   sriov_totalvfs=None, modalias_attr=True, reset_method='flr'):
         d = self.dev_dir(addr)
         os.makedirs(d)
         subvendor = subvendor or vendor
@@ -141,6 +141,8 @@ class FakeHost:
                  'driver_override': (override or '(null)')}
         if modalias_attr:
             attrs['modalias'] = modalias(vendor, device, subvendor, subdevice, cls)
+        if reset_method is not None:    # most PCIe functions have FLR; the kernel adds 'reset' with it
+            attrs.update(reset_method=reset_method, reset='')
         if sriov_totalvfs is not None:
             attrs.update(sriov_totalvfs=str(sriov_totalvfs), sriov_numvfs='0', sriov_drivers_autoprobe='1')
         for k, v in attrs.items():
@@ -244,7 +246,7 @@ class FakeHost:
 
     # -- module parameters -----------------------------------------------------------
     def params(self, **kw):
-        p = dict(sysfs_path=self.sys, procfs_path=self.proc, modules_dir=self.moddir,
+        p = dict(sysfs_path=self.sys, procfs_path=self.proc, modules_dir=self.moddir, rootfs_path=self.root,
                  kernel_release=None, modprobe_config_dirs=[self.confdir],
                  lock_file=os.path.join(self.root, 'vfio.lock'), lock_timeout=5, timeout=5,
                  journal_file=os.path.join(self.root, 'run', 'hypervisor-vfio', 'journal.json'),
