@@ -3,7 +3,7 @@
 #   make test     set everything up, run every gate, print a timing table (what CI runs)
 #   make demo     set everything up, boot the lab VM, converge it, show drivers, tear down
 #   make <gate>   run one gate alone: sanity units pytest lint docs-lint build importer
-#                 changelog-lint integration molecule
+#                 changelog-lint ee docsite integration molecule
 #   make venv     only the Python venv (.venv/), make apt-deps only the Debian packages
 #   make lab-up / lab-down / lab-ssh   the lab hypervisor VM (LAB_NAME selects an instance)
 #   make clean    remove build output and caches (keeps .venv); make distclean also .venv
@@ -24,7 +24,7 @@ export ANSIBLE_HOME ?= $(REPO)/.cache/ansible-home
 export ANSIBLE_LOCAL_TEMP ?= $(REPO)/.cache/ansible-tmp
 
 # Always-on gates, in order (cheap first).
-GATES := changelog-lint build importer docs-lint lint pytest core-py39 units sanity
+GATES := changelog-lint build importer ee docs-lint docsite lint pytest core-py39 units sanity
 # Gates that need the lab: included in 'make test' only once their files exist.
 INTEGRATION_NEEDS := lab/labctl tests/integration/conftest.py
 MOLECULE_NEEDS    := lab/labctl extensions/molecule/run.sh extensions/molecule/default/molecule.yml
@@ -33,7 +33,8 @@ OPTIONAL_GATES := $(if $(call missing,$(INTEGRATION_NEEDS)),,integration) \
                   $(if $(call missing,$(MOLECULE_NEEDS)),,molecule)
 
 .PHONY: help setup venv apt-deps test demo clean distclean lab-up lab-down lab-ssh \
-        sanity units pytest core-py39 lint docs-lint build importer changelog-lint integration molecule
+        sanity units pytest core-py39 lint docs-lint build importer changelog-lint integration molecule \
+        ee docsite
 
 help:
 	@sed -n '2,10s/^# \{0,1\}//p' $(REPO)/Makefile
@@ -109,6 +110,14 @@ build: venv
 
 importer: build
 	$(REPO)/hack/importer
+
+# The execution environment: introspection of the installed tarball, ansible-builder create.
+ee: build
+	$(REPO)/hack/ee-check
+
+# The docs site: pages up to date with docs/*.md, antsibull-docs lint, Sphinx build.
+docsite: build
+	$(REPO)/hack/docsite
 
 integration: setup
 	@for f in $(INTEGRATION_NEEDS); do [ -e $(REPO)/$$f ] || { echo "integration: cannot run, missing $$f" >&2; exit 1; }; done
