@@ -9,10 +9,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import os
 import xml.etree.ElementTree as ET
 
 import yaml
 
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost
 from fleet import make_fleet
 
 HV1_BOUND = ['0000:00:02.0', '0000:01:00.0', '0000:3b:10.0']
@@ -74,3 +76,28 @@ def test_export_refuses_a_device_not_on_vfio(tmp_path, run_playbook):
                                                             'export_devices': ['0000:00:03.0']}, check=False)
     assert proc.returncode != 0
     assert '0000:00:03.0 is on driver virtio-pci, not on a VFIO driver' in proc.stdout
+
+
+def test_export_leaves_variant_bound_devices_out_of_kubevirt_and_proxmox(tmp_path, run_playbook):
+    """A device on a VFIO variant driver: in the libvirt file, left out of KubeVirt's and Proxmox
+    VE's (they need vfio-pci) and named in the summary with the fix."""
+    h = FakeHost(tmp_path / 'hv')
+    h.add_module('vfio_pci', driver='vfio-pci', loaded=True)
+    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True, loaded=True)
+    h.add_device('0000:00:03.0', '1af4', '1041', driver='virtio_vfio_pci', override='virtio_vfio_pci')
+    h.add_device('0000:00:04.0', '8086', '10d3', driver='vfio-pci', override='vfio-pci')
+    inventory = os.path.join(str(tmp_path), 'inventory.yml')
+    with open(inventory, 'w') as f:
+        yaml.safe_dump({'all': {'children': {'hypervisors': {'hosts': {'hv5': {
+            'ansible_connection': 'local', 'ansible_python_interpreter': '{{ ansible_playbook_python }}',
+            'passthrough_sysfs_path': h.sys, 'passthrough_procfs_path': h.proc,
+            'passthrough_modules_dir': h.moddir, 'passthrough_modprobe_config_dirs': [h.confdir]}}}}}}, f)
+    proc = run_playbook('hypervisor.vfio.export', inventory)
+    out = tmp_path / 'hv5'
+    kubevirt = yaml.safe_load((out / 'kubevirt-permitted-host-devices.yml').read_text())
+    assert kubevirt['permittedHostDevices']['pciHostDevices'] == [
+        {'pciVendorSelector': '8086:10D3', 'resourceName': 'hypervisor.vfio/pci-8086-10d3'}]
+    assert [m['id'] for m in json.loads((out / 'proxmox-pci-mapping.json').read_text())] == ['pci-8086-10d3']
+    assert (out / 'libvirt-hostdev.xml').read_text().count('<hostdev ') == 2
+    assert ('left out of kubevirt/proxmox (on a VFIO variant driver, these consumers need vfio-pci; bind them with '
+            'consumer: kubevirt or proxmox): 0000:00:03.0') in proc.stdout
