@@ -3,7 +3,7 @@
 #   make test     set everything up, run every gate, print a timing table (what CI runs)
 #   make demo     set everything up, boot the lab VM, converge it, show drivers, tear down
 #   make <gate>   run one gate alone: sanity units pytest lint docs-lint build importer
-#                 changelog-lint ee docsite integration molecule
+#                 changelog-lint ee docsite matrix integration molecule
 #   make venv     only the Python venv (.venv/), make apt-deps only the Debian packages
 #   make lab-up / lab-down / lab-ssh   the lab hypervisor VM (LAB_NAME selects an instance)
 #   make clean    remove build output and caches (keeps .venv); make distclean also .venv
@@ -34,7 +34,7 @@ OPTIONAL_GATES := $(if $(call missing,$(INTEGRATION_NEEDS)),,integration) \
 
 .PHONY: help setup venv apt-deps test demo clean distclean lab-up lab-down lab-ssh \
         sanity units pytest core-py39 lint docs-lint build importer changelog-lint integration molecule \
-        ee docsite
+        ee docsite matrix
 
 help:
 	@sed -n '2,10s/^# \{0,1\}//p' $(REPO)/Makefile
@@ -126,6 +126,10 @@ integration: setup
 molecule: setup
 	@for f in $(MOLECULE_NEEDS); do [ -e $(REPO)/$$f ] || { echo "molecule: cannot run, missing $$f" >&2; exit 1; }; done
 	$(REPO)/extensions/molecule/run.sh test -s default
+
+# The oldest ansible-core that requires_ansible admits (2.16): sanity, units, functional playbooks.
+matrix:
+	$(REPO)/hack/core-matrix
 
 # ---------------------------------------------------------------- demo
 demo: setup
