@@ -22,8 +22,8 @@ HV1_BOUND = ['0000:00:02.0', '0000:01:00.0', '0000:3b:10.0']
 
 def test_export_writes_every_consumer_per_host_in_the_working_directory(tmp_path, run_playbook):
     inventory = make_fleet(tmp_path / 'fleet')
-    proc = run_playbook('hypervisor.vfio.export', inventory, {'export_hosts': 'hv1:hv2',
-                                                               'export_nova_alias_names': {'10de:1eb8': 't4'}})
+    extra = {'export_hosts': 'hv1:hv2', 'export_nova_alias_names': {'10de:1eb8': 't4'}}
+    proc = run_playbook('hypervisor.vfio.export', inventory, extra)
     hv1 = tmp_path / 'hv1'
     assert sorted(p.name for p in hv1.iterdir()) == [
         'kubevirt-permitted-host-devices.yml', 'libvirt-hostdev.xml', 'nova-pci.conf', 'proxmox-pci-mapping.json']
