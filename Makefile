@@ -3,7 +3,7 @@
 #   make test     set everything up, run every gate, print a timing table (what CI runs)
 #   make demo     set everything up, boot the lab VM, converge it, show drivers, tear down
 #   make <gate>   run one gate alone: sanity units pytest lint docs-lint build importer
-#                 changelog-lint core-py39 fresh integration molecule
+#                 changelog-lint core-py39 ee docsite matrix fresh integration molecule
 #   make fresh    'make demo' from a clone in a fresh minimal Debian 12 root (hack/fresh-gate)
 #   make venv     only the Python venv (.venv/), make apt-deps only the Debian packages
 #   make lab-up / lab-down / lab-ssh   the lab hypervisor VM (LAB_NAME selects an instance)
@@ -27,7 +27,7 @@ export ANSIBLE_LOCAL_TEMP ?= $(REPO)/.cache/ansible-tmp
 # Always-on gates, in order (cheap first).
 # fresh: the README's 'make demo' in a fresh Debian root; after the cheap gates, before the
 # lab gates, so a missing install step shows there first (and nothing else runs a VM then).
-GATES := changelog-lint build importer docs-lint lint pytest core-py39 units sanity fresh
+GATES := changelog-lint build importer ee docs-lint docsite lint pytest core-py39 units sanity fresh
 # Gates that need the lab: included in 'make test' only once their files exist.
 INTEGRATION_NEEDS := lab/labctl tests/integration/conftest.py
 MOLECULE_NEEDS    := lab/labctl extensions/molecule/run.sh extensions/molecule/default/molecule.yml
@@ -36,7 +36,8 @@ OPTIONAL_GATES := $(if $(call missing,$(INTEGRATION_NEEDS)),,integration) \
                   $(if $(call missing,$(MOLECULE_NEEDS)),,molecule)
 
 .PHONY: help setup venv apt-deps test demo clean distclean lab-up lab-down lab-ssh \
-        sanity units pytest core-py39 fresh lint docs-lint build importer changelog-lint integration molecule
+        sanity units pytest core-py39 fresh lint docs-lint build importer changelog-lint integration molecule \
+        ee docsite matrix
 
 help:
 	@sed -n '2,11s/^# \{0,1\}//p' $(REPO)/Makefile
@@ -118,6 +119,14 @@ build: venv
 importer: build
 	$(REPO)/hack/importer
 
+# The execution environment: introspection of the installed tarball, ansible-builder create.
+ee: build
+	$(REPO)/hack/ee-check
+
+# The docs site: pages up to date with docs/*.md, antsibull-docs lint, Sphinx build.
+docsite: build
+	$(REPO)/hack/docsite
+
 integration: setup
 	@for f in $(INTEGRATION_NEEDS); do [ -e $(REPO)/$$f ] || { echo "integration: cannot run, missing $$f" >&2; exit 1; }; done
 	cd $(REPO) && $(BIN)/pytest tests/integration
@@ -125,6 +134,10 @@ integration: setup
 molecule: setup
 	@for f in $(MOLECULE_NEEDS); do [ -e $(REPO)/$$f ] || { echo "molecule: cannot run, missing $$f" >&2; exit 1; }; done
 	$(REPO)/extensions/molecule/run.sh test -s default
+
+# The oldest ansible-core that requires_ansible admits (2.16): sanity, units, functional playbooks.
+matrix:
+	$(REPO)/hack/core-matrix
 
 # ---------------------------------------------------------------- demo
 demo: setup

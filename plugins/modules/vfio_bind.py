@@ -79,6 +79,21 @@ options:
         in C(modules.dep), or holding it in C(/sys/module) when loaded). A host driver such as V(nouveau) or
         V(e1000e) is refused, even with O(force); O(state=host) gives a device to its host driver.
     type: str
+  consumer:
+    description:
+      - The software that will use the devices, whose rules the binding then follows (before any write).
+      - V(kubevirt) pins every VFIO entry to C(vfio_pci) and refuses another pinned driver. KubeVirt's device
+        plugin offers a PCI device only while it is bound to C(vfio-pci), so a device on a VFIO variant
+        driver (for example C(mlx5_vfio_pci)) would be invisible to C(permittedHostDevices).
+      - V(proxmox) pins C(vfio_pci) too. Proxmox VE binds a passthrough device to C(vfio-pci) when the VM
+        starts, which fails for a device held on a variant driver by C(driver_override).
+      - V(libvirt) and V(nova) accept any VFIO driver (variant drivers included) and change nothing; give the
+        devices to them with C(managed='no') (filters P(hypervisor.vfio.libvirt_hostdev#filter) and
+        P(hypervisor.vfio.nova_pci#filter)), since this collection binds them ahead of time.
+      - The result's RV(consumer) says what was pinned and why.
+    type: str
+    choices: [kubevirt, libvirt, nova, proxmox]
+    version_added: 1.0.0
   iommu_group:
     description:
       - What to do when binding would leave a device's IOMMU group non-viable (another endpoint of
@@ -185,6 +200,13 @@ EXAMPLES = r'''
       - address: "0000:03:00.0"
         state: host
 
+- name: Bind the GPUs for KubeVirt (pinned to vfio-pci, which KubeVirt's device plugin needs)
+  hypervisor.vfio.vfio_bind:
+    devices:
+      - vendor: "10de"
+        class: "0302"
+    consumer: kubevirt
+
 - name: Preview what would change
   hypervisor.vfio.vfio_bind:
     devices: ["0000:01:00.0"]
@@ -276,6 +298,33 @@ modules_loaded:
   type: list
   elements: str
   sample: [virtio_vfio_pci]
+consumer:
+  description: With O(consumer), the consumer's rules as applied to this call.
+  returned: success, when O(consumer) is given
+  type: dict
+  version_added: 1.0.0
+  contains:
+    name:
+      description: The consumer.
+      type: str
+      sample: kubevirt
+    driver:
+      description: The driver the consumer pins (V(null) when any VFIO driver will do).
+      type: str
+      sample: vfio_pci
+    managed:
+      description: The C(managed) value the consumer's configuration must use for these devices (V(null) when
+        not applicable).
+      type: str
+      sample: "no"
+    reason:
+      description: Why.
+      type: str
+    pinned:
+      description: The entries of O(devices) the consumer pinned to RV(consumer.driver).
+      type: list
+      elements: str
+      sample: ["devices[0] (0000:3b:00.0)"]
 failure:
   description: On failure after a write, the device, step, kernel error, kernel log lines, and what was rolled back.
   returned: failure
@@ -312,6 +361,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import (
     HostContext, host_path_argument_spec)
+from ansible_collections.hypervisor.vfio.plugins.module_utils.consumers import CONSUMERS, constrain_params
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
 
 
@@ -327,6 +377,7 @@ def build_module():
         lock_timeout=dict(type='int', default=300),
         journal_file=dict(type='path', default='/run/hypervisor-vfio/journal.json'),
         return_facts=dict(type='bool', default=False),
+        consumer=dict(type='str', choices=list(CONSUMERS)),
     )
     spec.update(host_path_argument_spec())
     return AnsibleModule(argument_spec=spec, supports_check_mode=True)
@@ -339,8 +390,11 @@ def main():
         return module.run_command(argv)
 
     try:
-        host = HostContext(module.params)
-        result = run_bind(module.params, host, run, check_mode=module.check_mode)
+        params, consumer = constrain_params(module.params)  # the consumer's pins, before anything is read
+        host = HostContext(params)
+        result = run_bind(params, host, run, check_mode=module.check_mode)
+        if consumer is not None:
+            result['consumer'] = consumer
     except RequestError as e:
         module.fail_json(msg='vfio_bind: invalid request, nothing was changed: %s' % e)
     except ValueError as e:

@@ -198,8 +198,8 @@ ansible_facts:
               vfio_bound: false
               vfio_candidates:
                 - {module: virtio_vfio_pci, pattern: "vfio_pci:v00001AF4d00001041sv*sd*bc*sc*i*",
-                   wildcards: 4, source: modules.alias}
-                - {module: vfio_pci, pattern: "vfio_pci:v*d*sv*sd*bc*sc*i*", wildcards: 6,
+                   wildcards: 5, source: modules.alias}
+                - {module: vfio_pci, pattern: "vfio_pci:v*d*sv*sd*bc*sc*i*", wildcards: 7,
                    source: modules.alias}
         iommu_groups:
           description:

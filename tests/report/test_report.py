@@ -126,3 +126,19 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     # Keep the page next to its screenshot for whoever looks at the artifacts.
     shutil.copy(str(html_path), os.path.join(ARTIFACTS, 'fleet-report.html'))
+
+
+def test_report_lands_in_the_working_directory_by_default(tmp_path, run_playbook):
+    """Run by its FQCN without report_dir: the files land where ansible-playbook runs (the
+    fixture runs it in tmp_path), never inside the collection."""
+    inventory = make_fleet(tmp_path / 'fleet')
+    proc = run_playbook('hypervisor.vfio.report', inventory)
+    for ext in ('md', 'html', 'json'):
+        assert (tmp_path / ('fleet-report.' + ext)).is_file()
+    assert '%s/fleet-report.html' % tmp_path in proc.stdout
+
+
+def test_relative_report_dir_is_taken_from_the_working_directory(tmp_path, run_playbook):
+    inventory = make_fleet(tmp_path / 'fleet')
+    run_playbook('playbooks/report.yml', inventory, {'report_dir': 'out/fleet'})
+    assert (tmp_path / 'out' / 'fleet' / 'fleet-report.json').is_file()
