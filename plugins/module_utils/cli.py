@@ -16,7 +16,6 @@ __metaclass__ = type
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 
@@ -108,13 +107,12 @@ def build_parser():
 
 
 class Cli:
-    def __init__(self, args, out, fs=None, run=None, environ=None):
+    def __init__(self, args, out, fs=None, run=None):
         self.args = args
         self.out = out
         self.fs = fs
         self.run = run or run_command
         self.may_load = True if run is not None else None
-        self.environ = os.environ if environ is None else environ
         self.host_params = {'sysfs_path': args.sysfs, 'procfs_path': args.procfs, 'modules_dir': args.modules_dir,
                             'kernel_release': None, 'lock_file': args.lock_file,
                             'modprobe_config_dirs': args.modprobe_config_dir or list(DEFAULT_MODPROBE_CONFIG_DIRS)}
@@ -134,7 +132,7 @@ class Cli:
 
     def bind(self, state, host, devices, check_mode, give_back=False):
         params = ds.bind_params(state, devices, self.host_params, give_back=give_back)
-        return run_bind(params, host, self.run, check_mode=check_mode, environ=self.environ,
+        return run_bind(params, host, self.run, check_mode=check_mode,
                         may_load_modules=self.may_load)
 
     def _skipped(self, skipped):
@@ -279,12 +277,12 @@ def _code(exc):
     return EXIT_FAILED
 
 
-def main(argv=None, stdout=None, fs=None, run=None, environ=None):
+def main(argv=None, stdout=None, fs=None, run=None):
     """Entry point; returns the exit code (the entry script passes it to sys.exit)."""
     stdout = stdout or sys.stdout
     args = build_parser().parse_args(argv)
     out = Output(stdout, args.json)
-    cli = Cli(args, out, fs=fs, run=run, environ=environ)
+    cli = Cli(args, out, fs=fs, run=run)
     try:
         code = getattr(cli, args.command)()
     except ds.StateError as e:

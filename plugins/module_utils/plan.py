@@ -475,10 +475,11 @@ class Planner:
             reasons += self.usage.vfio_reasons(rec)
         else:
             reasons += self.usage.gpu_reasons(rec, self.bus.device_dir(rec['address']))
-        self._refuse_in_use(entry, rec, reasons)
+        self._refuse_in_use(entry, rec, reasons, sessions)
 
-    def _refuse_in_use(self, entry, rec, reasons):
-        """Record the reasons; refuse the device unless force (then warn)."""
+    def _refuse_in_use(self, entry, rec, reasons, sessions=()):
+        """Record the reasons; refuse the device unless force (then warn); a live SSH session
+        is refused even with force."""
         entry['guards'] = reasons
         if sessions:
             self.errors.append('%s: refusing to unbind %s from %s: %s. force: true does not override this: '

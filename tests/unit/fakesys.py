@@ -405,11 +405,11 @@ def vfio_host(root):
     return h
 
 
-def bind_on(host, kernel, check_mode=False, environ=None, **params):
+def bind_on(host, kernel, check_mode=False, **params):
     """vfio_bind's whole job (bind.run_bind) on a FakeHost through its FakeKernel."""
     p = host.params(**params)
     return run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, check_mode=check_mode,
-                    environ=environ if environ is not None else {}, may_load_modules=True)
+                    may_load_modules=True)
 
 
 class FakeSriov:

@@ -63,7 +63,7 @@ def run(host, kernel, *argv):
     args = list(argv) + ['--state', os.path.join(host.root, 'state.json'), '--sysfs', host.sys,
                          '--procfs', host.proc, '--modules-dir', host.moddir, '--modprobe-config-dir', host.confdir,
                          '--lock-file', os.path.join(host.root, 'vfio.lock')]
-    code = cli.main(args, stdout=out, fs=kernel, run=kernel.modprobe, environ={})
+    code = cli.main(args, stdout=out, fs=kernel, run=kernel.modprobe)
     return code, out.getvalue()
 
 

@@ -93,7 +93,7 @@ def host(tmp_path):
 def bind(host, **params):
     kernel = FakeKernel(host)
     p, info = constrain_params(host.params(devices=[VIRTIO], **params))
-    result = run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, environ={}, may_load_modules=True)
+    result = run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, may_load_modules=True)
     return kernel, result, info
 
 
