@@ -23,6 +23,7 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils import desired as 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.aliases import DEFAULT_MODPROBE_CONFIG_DIRS
 from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
+from ansible_collections.hypervisor.vfio.plugins.module_utils.journal import DEFAULT_JOURNAL
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import PCI
 from ansible_collections.hypervisor.vfio.plugins.module_utils.sriov import SriovFailed, read_pf, run_sriov
@@ -99,6 +100,8 @@ def build_parser():
     p.add_argument('--timeout', type=int, help='seconds each sysfs write may take (default: the state file\'s)')
     p.add_argument('--lock-timeout', type=int, help='seconds to wait for the host lock (default: the state file\'s)')
     p.add_argument('--lock-file', default='/run/hypervisor-vfio.lock', help='default: %(default)s')
+    p.add_argument('--journal-file', default=DEFAULT_JOURNAL,
+                   help='intent journal of a run in progress (default: %(default)s)')
     p.add_argument('--sysfs', default='/sys', help=argparse.SUPPRESS)
     p.add_argument('--procfs', default='/proc', help=argparse.SUPPRESS)
     p.add_argument('--modules-dir', default='/lib/modules', help=argparse.SUPPRESS)
@@ -115,6 +118,7 @@ class Cli:
         self.may_load = True if run is not None else None
         self.host_params = {'sysfs_path': args.sysfs, 'procfs_path': args.procfs, 'modules_dir': args.modules_dir,
                             'kernel_release': None, 'lock_file': args.lock_file,
+                            'journal_file': args.journal_file,
                             'modprobe_config_dirs': args.modprobe_config_dir or list(DEFAULT_MODPROBE_CONFIG_DIRS)}
 
     # -- helpers ---------------------------------------------------------------

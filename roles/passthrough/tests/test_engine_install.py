@@ -69,7 +69,8 @@ def run(cmd, host, state, *argv):
         json.dump(state, f)
     args = ['sh', str(cmd)] + list(argv) + [
         '--state', path, '--sysfs', host.sys, '--procfs', host.proc, '--modules-dir', host.moddir,
-        '--modprobe-config-dir', host.confdir, '--lock-file', os.path.join(host.root, 'lock')]
+        '--modprobe-config-dir', host.confdir, '--lock-file', os.path.join(host.root, 'lock'),
+        '--journal-file', os.path.join(host.root, 'journal.json')]
     return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False, cwd='/')
 
 

@@ -62,7 +62,8 @@ def run(host, kernel, *argv):
     out = io.StringIO()
     args = list(argv) + ['--state', os.path.join(host.root, 'state.json'), '--sysfs', host.sys,
                          '--procfs', host.proc, '--modules-dir', host.moddir, '--modprobe-config-dir', host.confdir,
-                         '--lock-file', os.path.join(host.root, 'vfio.lock')]
+                         '--lock-file', os.path.join(host.root, 'vfio.lock'),
+                         '--journal-file', os.path.join(host.root, 'journal.json')]
     code = cli.main(args, stdout=out, fs=kernel, run=kernel.modprobe)
     return code, out.getvalue()
 
