@@ -114,7 +114,7 @@ def test_role_creates_binds_keeps_and_restores_vfs(lab, pf):
                'passthrough_sriov': [{'pf': pf, 'numvfs': NUMVFS}]}
 
     # 1. The role creates the VFs (autoprobe off first) and binds them to vfio-pci.
-    _, recap = run_role(lab, workdir, 'create', request)
+    unused_out, recap = run_role(lab, workdir, 'create', request)
     assert recap['changed'] > 0, recap
     st = sriov_state(lab, pf)
     assert st['numvfs'] == NUMVFS and len(st['vfs']) == NUMVFS, st
@@ -136,7 +136,7 @@ def test_role_creates_binds_keeps_and_restores_vfs(lab, pf):
 
     # 2. A re-run changes nothing: no task reports a change, the VFs are the same kernel
     # objects (a re-created VF gets a new sysfs inode), the files are untouched.
-    _, recap = run_role(lab, workdir, 'rerun', request)
+    unused_out, recap = run_role(lab, workdir, 'rerun', request)
     assert recap['changed'] == 0, recap
     again = sriov_state(lab, pf)
     assert again == st, 'the re-run changed the SR-IOV state:\n%s\n%s' % (st, again)
@@ -145,7 +145,7 @@ def test_role_creates_binds_keeps_and_restores_vfs(lab, pf):
     # 3. Restore gives the VFs back: off vfio-pci, no override, nothing persisted. The VFs
     # themselves stay (documented in meta/argument_specs.yml, passthrough_restore): with
     # autoprobe off no host driver takes them.
-    _, recap = run_role(lab, workdir, 'restore', dict(request, passthrough_restore=True))
+    unused_out, recap = run_role(lab, workdir, 'restore', dict(request, passthrough_restore=True))
     assert recap['changed'] > 0, recap
     back = sriov_state(lab, pf)
     assert back['driver'] == 'igb', back
