@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
 import os
 import re
 import subprocess
@@ -37,7 +38,7 @@ ROLE_VARS = {
     'passthrough_iommu_cmdline': False,
     'passthrough_initramfs': False,
 }
-REAPPLY_CONFIG = '/etc/hypervisor-vfio/passthrough.conf'
+STATE_FILE = '/etc/hypervisor-vfio/state.json'  # the desired state the boot unit's engine applies
 
 
 def _sudo(lab):
@@ -126,13 +127,14 @@ def test_role_creates_binds_keeps_and_restores_vfs(lab, pf):
         assert lab.ssh('test -e /dev/vfio/%s && echo yes' % vf['iommu_group'], check=False).strip() == 'yes'
     # igbvf never had them (autoprobe off before the count was written).
     assert not lab.ssh('ls /sys/bus/pci/drivers/igbvf 2>/dev/null | grep -F "%s" || true' % pf[:-4]).strip()
-    # The boot-time re-apply configuration: the VFs are recreated, then bound (before network-pre).
-    persisted = [line.split() for line in lab.ssh('cat %s' % REAPPLY_CONFIG).splitlines()
-                 if line and not line.startswith('#')]
-    assert ['sriov', pf, str(NUMVFS), '0'] in persisted, persisted
+    # The desired state the boot unit's engine applies: the VFs are recreated, then bound.
+    persisted = json.loads(lab.ssh('cat %s' % STATE_FILE))
+    assert {'pf': pf, 'numvfs': NUMVFS, 'drivers_autoprobe': False} in persisted['sriov'], persisted
+    by_addr = {d['address']: d for d in persisted['devices']}
     for addr in st['vfs']:
-        assert ['device', addr, VF_ID[0][2:], VF_ID[1][2:], 'vfio-pci', 'vfio_pci'] in persisted, persisted
-    files = lab.ssh('stat -c "%%n %%Y %%i" %s' % REAPPLY_CONFIG)
+        assert addr in by_addr, persisted
+        assert (by_addr[addr]['vendor'], by_addr[addr]['device']) == (VF_ID[0][2:], VF_ID[1][2:]), by_addr[addr]
+    files = lab.ssh('stat -c "%%n %%Y %%i" %s' % STATE_FILE)
 
     # 2. A re-run changes nothing: no task reports a change, the VFs are the same kernel
     # objects (a re-created VF gets a new sysfs inode), the files are untouched.
@@ -140,7 +142,7 @@ def test_role_creates_binds_keeps_and_restores_vfs(lab, pf):
     assert recap['changed'] == 0, recap
     again = sriov_state(lab, pf)
     assert again == st, 'the re-run changed the SR-IOV state:\n%s\n%s' % (st, again)
-    assert lab.ssh('stat -c "%%n %%Y %%i" %s' % REAPPLY_CONFIG) == files
+    assert lab.ssh('stat -c "%%n %%Y %%i" %s' % STATE_FILE) == files
 
     # 3. Restore gives the VFs back: off vfio-pci, no override, nothing persisted. The VFs
     # themselves stay (documented in meta/argument_specs.yml, passthrough_restore): with
@@ -152,4 +154,4 @@ def test_role_creates_binds_keeps_and_restores_vfs(lab, pf):
     assert back['numvfs'] == NUMVFS and set(back['vfs']) == set(st['vfs']), back
     for addr, vf in back['vfs'].items():
         assert vf['driver'] != 'vfio-pci' and vf['override'] is None, (addr, vf)
-    assert lab.ssh('test -e %s && echo present || echo absent' % REAPPLY_CONFIG).strip() == 'absent'
+    assert lab.ssh('test -e %s && echo present || echo absent' % STATE_FILE).strip() == 'absent'
