@@ -41,7 +41,9 @@ def test_vfio_facts_in_gather_facts(tmp_path):
     collections = os.path.dirname(os.path.dirname(os.path.dirname(list(collection.__path__)[0])))
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections, ANSIBLE_FACTS_MODULES='smart,hypervisor.vfio.vfio_facts',
                ANSIBLE_HOME=str(tmp_path / 'ansible-home'), ANSIBLE_LOCALHOST_WARNING='False',
-               ANSIBLE_PYTHON_INTERPRETER=sys.executable)
+               ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+               # setup's own hardware probes (not ours) exceed the default 10 s on a loaded 2-core machine
+               ANSIBLE_GATHER_TIMEOUT='120')
     playbook = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
     p = subprocess.run([playbook if os.path.exists(playbook) else 'ansible-playbook', '-i', 'localhost,', str(play)],
                        env=env, capture_output=True, text=True, check=False)
