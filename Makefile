@@ -35,7 +35,7 @@ missing = $(strip $(foreach f,$(1),$(if $(wildcard $(REPO)/$(f)),,$(f))))
 OPTIONAL_GATES := $(if $(call missing,$(INTEGRATION_NEEDS)),,integration) \
                   $(if $(call missing,$(MOLECULE_NEEDS)),,molecule)
 
-.PHONY: help setup venv apt-deps test demo clean distclean lab-up lab-down lab-ssh \
+.PHONY: help setup venv apt-deps apt-deps-demo test demo clean distclean lab-up lab-down lab-ssh \
         sanity units pytest core-py39 fresh lint docs-lint build importer changelog-lint integration molecule \
         ee docsite matrix
 
@@ -140,8 +140,12 @@ matrix:
 	$(REPO)/hack/core-matrix
 
 # ---------------------------------------------------------------- demo
-demo: setup
+# The demo needs what the lab needs, not the gates' extras (apt-packages.txt tags them [tests]).
+demo: apt-deps-demo venv
 	$(REPO)/hack/demo
+
+apt-deps-demo:
+	@$(REPO)/hack/apt-deps --demo
 
 # ---------------------------------------------------------------- housekeeping
 clean:
