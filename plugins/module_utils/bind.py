@@ -10,7 +10,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
-from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import Executor, HostLock, LockTimeout, show
+from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import Executor, show, under_host_lock
 from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
 from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import HostUsage
 from ansible_collections.hypervisor.vfio.plugins.module_utils.journal import (
@@ -65,20 +65,14 @@ def run_bind(params, host, run, check_mode=False, bus_name='pci', may_load_modul
         recovery = recover_interrupted(params, host, bus, run, check_mode=True)
         return _with_facts(params, host, bus, _with_recovery(recovery, lambda: _plan_and_apply(
             params, host, run, items, bus, check_mode, may_load_modules)))
-    try:
-        with HostLock(params['lock_file'], params['lock_timeout']):
-            # a run killed half-way is repaired first, then the facts are read, all under the lock:
-            # no other run moves a device in between
-            recovery = recover_interrupted(params, host, bus, run)
-            return _with_facts(params, host, bus, _with_recovery(recovery, lambda: _plan_and_apply(
-                params, host, run, items, bus, check_mode, may_load_modules)))
-    except LockTimeout as e:
-        raise BindFailed('vfio_bind: %s; wait for it to finish (or find a stuck run) and retry' % e, {})
-    except (IOError, OSError) as e:
-        if getattr(e, 'filename', None) == params['lock_file']:
-            raise BindFailed('vfio_bind: cannot open lock file %s: %s (set lock_file to a writable path)'
-                             % (params['lock_file'], e.strerror), {})
-        raise
+
+    def locked():
+        # a run killed half-way is repaired first, then the facts are read, all under the lock:
+        # no other run moves a device in between
+        recovery = recover_interrupted(params, host, bus, run)
+        return _with_facts(params, host, bus, _with_recovery(recovery, lambda: _plan_and_apply(
+            params, host, run, items, bus, check_mode, may_load_modules)))
+    return under_host_lock(params, 'vfio_bind', BindFailed, locked)
 
 
 def _with_facts(params, host, bus, result):

@@ -74,6 +74,21 @@ class HostLock:
             self.fd = None
 
 
+def under_host_lock(params, who, failed, work):
+    """``work()`` under the host lock (params lock_file, lock_timeout); a lock that times out or
+    cannot be opened raises ``failed(message, {})`` naming ``who`` and what to do."""
+    try:
+        with HostLock(params['lock_file'], params['lock_timeout']):
+            return work()
+    except LockTimeout as e:
+        raise failed('%s: %s; wait for it to finish (or find a stuck run) and retry' % (who, e), {})
+    except (IOError, OSError) as e:
+        if getattr(e, 'filename', None) == params['lock_file']:
+            raise failed('%s: cannot open lock file %s: %s (set lock_file to a writable path)'
+                         % (who, params['lock_file'], e.strerror), {})
+        raise
+
+
 class Executor:
     """Applies a plan through the KernelFS; ``run`` executes argv lists (no shell)."""
 

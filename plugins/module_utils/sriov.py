@@ -19,7 +19,7 @@ __metaclass__ = type
 import time
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
-from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import HostLock, LockTimeout, StepFailed
+from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import StepFailed, under_host_lock
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import PCI, KernelError, WriteTimeout
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
 
@@ -289,16 +289,8 @@ def run_sriov(params, fs, check_mode=False, bus=PCI, clock=time.monotonic, sleep
     items = parse_pfs(params['pfs'], bus)  # bad input fails here, before anything is read
     if check_mode:
         return _plan_and_apply(params, fs, items, bus, True, clock, sleep)
-    try:
-        with HostLock(params['lock_file'], params['lock_timeout']):
-            return _plan_and_apply(params, fs, items, bus, False, clock, sleep)
-    except LockTimeout as e:
-        raise SriovFailed('vfio_sriov: %s; wait for it to finish (or find a stuck run) and retry' % e, {})
-    except (IOError, OSError) as e:
-        if getattr(e, 'filename', None) == params['lock_file']:
-            raise SriovFailed('vfio_sriov: cannot open lock file %s: %s (set lock_file to a writable path)'
-                              % (params['lock_file'], e.strerror), {})
-        raise
+    return under_host_lock(params, 'vfio_sriov', SriovFailed,
+                           lambda: _plan_and_apply(params, fs, items, bus, False, clock, sleep))
 
 
 def _plan_and_apply(params, fs, items, bus, check_mode, clock, sleep):
