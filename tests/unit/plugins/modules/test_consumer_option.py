@@ -8,15 +8,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
 import os
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.hypervisor.vfio.plugins.modules import vfio_bind
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import VIRTIO, FakeKernel, vfio_host
+from ansible_collections.hypervisor.vfio.tests.unit.plugins.modules.module_runner import run_module
 
 
 @pytest.fixture
@@ -28,12 +26,8 @@ def test_module_reports_the_consumer_in_check_mode(host, capsys):
     """vfio_bind end to end (AnsibleModule, check mode): the plan takes vfio_pci, the result says why."""
     args = dict(sysfs_path=host.sys, procfs_path=host.proc, modules_dir=host.moddir,
                 modprobe_config_dirs=[host.confdir], devices=[VIRTIO], consumer='kubevirt',
-                lock_file=os.path.join(host.root, 'lock'), journal_file=os.path.join(host.root, 'journal.json'),
-                _ansible_check_mode=True)
-    with patch_module_args(args):
-        with pytest.raises(SystemExit):
-            vfio_bind.main()
-    out = json.loads(capsys.readouterr().out)
+                lock_file=os.path.join(host.root, 'lock'), journal_file=os.path.join(host.root, 'journal.json'))
+    out = run_module(vfio_bind, args, capsys, check_mode=True)
     (dev,) = out['devices']
     assert (dev['action'], dev['module']) == ('rebind', 'vfio_pci')
     assert out['consumer']['name'] == 'kubevirt' and out['consumer']['pinned'] == ['devices[0] (0000:00:03.0)']
@@ -44,10 +38,7 @@ def test_module_refuses_a_contradicting_pin(host, capsys):
                 modprobe_config_dirs=[host.confdir], devices=[{'address': VIRTIO, 'driver': 'virtio_vfio_pci'}],
                 consumer='proxmox', lock_file=os.path.join(host.root, 'lock'),
                 journal_file=os.path.join(host.root, 'journal.json'))
-    with patch_module_args(args):
-        with pytest.raises(SystemExit):
-            vfio_bind.main()
-    out = json.loads(capsys.readouterr().out)
+    out = run_module(vfio_bind, args, capsys)
     assert out['failed'] and 'invalid request, nothing was changed' in out['msg']
     assert 'pins driver virtio_vfio_pci, which contradicts consumer=proxmox' in out['msg']
     assert FakeKernel(host)._driver_of(VIRTIO) == 'virtio-pci'

@@ -8,26 +8,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
 import os
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.hypervisor.vfio.plugins.modules import vfio_bind, vfio_facts, vfio_sriov
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost
-
-
-def run_module(mod, args, capsys, check_mode=False, diff=False):
-    if check_mode:
-        args = dict(args, _ansible_check_mode=True)
-    if diff:
-        args = dict(args, _ansible_diff=True)
-    with patch_module_args(args):
-        with pytest.raises(SystemExit):
-            mod.main()
-    return json.loads(capsys.readouterr().out)
+from ansible_collections.hypervisor.vfio.tests.unit.plugins.modules.module_runner import run_module
 
 
 def snapshot(root):
