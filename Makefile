@@ -27,7 +27,7 @@ export ANSIBLE_LOCAL_TEMP ?= $(REPO)/.cache/ansible-tmp
 # Always-on gates, in order (cheap first).
 # fresh: the README's 'make demo' in a fresh Debian root; after the cheap gates, before the
 # lab gates, so a missing install step shows there first (and nothing else runs a VM then).
-GATES := changelog-lint build importer ee docs-lint docsite lint pytest core-py39 units sanity fresh
+GATES := changelog-lint build importer ee docs-lint docsite lint pytest core-py39 units sanity matrix fresh
 # Gates that need the lab: included in 'make test' only once their files exist.
 INTEGRATION_NEEDS := lab/labctl tests/integration/conftest.py
 MOLECULE_NEEDS    := lab/labctl extensions/molecule/run.sh extensions/molecule/default/molecule.yml
