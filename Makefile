@@ -149,7 +149,7 @@ apt-deps-demo:
 
 # ---------------------------------------------------------------- housekeeping
 clean:
-	rm -rf $(BUILD) $(REPO)/.cache/gates $(REPO)/.cache/ansible-test-home $(REPO)/.pytest_cache
+	rm -rf $(BUILD) $(REPO)/.cache/gates $(REPO)/.pytest_cache
 
 distclean: clean
 	rm -rf $(VENV) $(STAMP)
