@@ -205,8 +205,10 @@ ansible_facts:
           description:
             - IOMMU groups keyed by number; C(devices) lists the members and C(viable) tells
               whether every non-bridge member is unbound or on a VFIO driver (or pci-stub).
+            - C(blockers) lists the members that make the group non-viable (a non-bridge member on a host
+              driver), by the same rule M(hypervisor.vfio.vfio_bind) plans with; empty when C(viable).
           type: dict
-          sample: {"3": {devices: ["0000:00:03.0"], viable: false}}
+          sample: {"3": {devices: ["0000:00:03.0", "0000:00:03.1"], viable: false, blockers: ["0000:00:03.1"]}}
         warnings:
           description: Problems that limit the facts, such as a missing modules.alias.
           type: list
