@@ -10,6 +10,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
+from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import desired_devices
 from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import Executor, show, under_host_lock
 from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
 from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import HostUsage
@@ -62,9 +63,15 @@ def run_bind(params, host, run, check_mode=False, bus_name='pci', may_load_modul
     bus = BUSES[bus_name]
     items = parse_request(params, bus)  # bad input fails here, before anything is read
     if check_mode:
-        recovery = recover_interrupted(params, host, bus, run, check_mode=True)
-        return _with_facts(params, host, bus, _with_recovery(recovery, lambda: _plan_and_apply(
-            params, host, run, items, bus, check_mode, may_load_modules)))
+        try:
+            recovery = recover_interrupted(params, host, bus, run, check_mode=True)
+            return _with_facts(params, host, bus, _with_recovery(recovery, lambda: _plan_and_apply(
+                params, host, run, items, bus, check_mode, may_load_modules)))
+        except BindFailed as e:
+            # a refused plan still shows the host it was made against (the role validates with
+            # check mode and, when the IOMMU is off, goes on to the boot loader with these facts)
+            _with_facts(params, host, bus, e.result)
+            raise
 
     def locked():
         # a run killed half-way is repaired first, then the facts are read, all under the lock:
@@ -94,7 +101,7 @@ def _plan_and_apply(params, host, run, items, bus, check_mode, may_load_modules)
         raise BindFailed('vfio_bind refused before changing anything:\n- ' + '\n- '.join(plan['errors']),
                          {'devices': _report(plan), 'errors': plan['errors']})
     result = {'changed': plan['changed'], 'diff': diff_of(plan), 'warnings_list': _warnings(plan, host),
-              'modules_loaded': []}
+              'modules_loaded': [], 'desired': {'devices': desired_devices(items, _report(plan))}}
     if check_mode or not plan['changed']:
         result['devices'] = _report(plan)
         return result
