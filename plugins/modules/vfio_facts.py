@@ -141,7 +141,8 @@ ansible_facts:
             - C(entries) are the Boot Loader Specification entries found (C(id), C(path), C(title),
               C(version), C(linux), C(efi), C(options) as a list with EL8's C($kernelopts) expanded from
               grubenv, C(selected)); C(tools) maps update-grub, grub2-mkconfig, grubby, kernel-install,
-              bootctl and proxmox-boot-tool to their path or V(null); C(proxmox_boot) tells whether
+              bootctl, proxmox-boot-tool and the initramfs generators update-initramfs and dracut to their path
+              or V(null); C(proxmox_boot) tells whether
               C(/etc/kernel/proxmox-boot-uuids) exists.
           type: dict
           sample:
