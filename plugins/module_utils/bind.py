@@ -42,10 +42,10 @@ def _report(plan):
     return out
 
 
-def modprobe_args(host, running_release):
+def modprobe_args(host):
+    """modprobe's -d for a modules_dir that is not /lib/modules (modprobe loads into the running
+    kernel only: the plan refuses a kernel_release that is not the running one before this)."""
     args = []
-    if host.kernel_release != running_release:
-        args += ['-S', host.kernel_release]
     if host.modules_dir.rstrip('/') != '/lib/modules' and host.modules_dir.rstrip('/').endswith('/lib/modules'):
         args += ['-d', host.modules_dir.rstrip('/')[:-len('/lib/modules')]]
     return args
@@ -108,7 +108,7 @@ def _plan_and_apply(params, host, run, items, bus, check_mode, may_load_modules)
     if host.kernel_release != running:
         raise BindFailed('vfio_bind acts on the running kernel %s; kernel_release=%s is for inspection with '
                          'vfio_facts only' % (running, host.kernel_release), {'devices': _report(plan)})
-    executor = Executor(host.fs, bus, run, timeout=params['timeout'], modprobe_args=modprobe_args(host, running),
+    executor = Executor(host.fs, bus, run, timeout=params['timeout'], modprobe_args=modprobe_args(host),
                         may_load=may_load_modules, journal=Journal(journal_path(params)))
     changed, failure = executor.apply(plan)
     result.update(changed=changed, devices=_report(plan), modules_loaded=executor.loaded, diff=diff_of(plan))
