@@ -30,8 +30,8 @@ def _facts_of(hostvars, name):
 
 def _sriov(d):
     if d.get('sriov_totalvfs'):
-        return 'PF %s/%s VFs, autoprobe %s' % (d.get('sriov_numvfs') or 0, d['sriov_totalvfs'],
-                                                'on' if d.get('sriov_drivers_autoprobe') else 'off')
+        autoprobe = 'on' if d.get('sriov_drivers_autoprobe') else 'off'
+        return 'PF %s/%s VFs, autoprobe %s' % (d.get('sriov_numvfs') or 0, d['sriov_totalvfs'], autoprobe)
     if d.get('physfn'):
         return 'VF of %s' % d['physfn']
     return ''

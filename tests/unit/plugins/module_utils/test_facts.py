@@ -40,8 +40,7 @@ def test_device_record(tmp_path):
     assert f['iommu']['cmdline_flags']['intel_iommu'] == 'on'
     assert f['iommu']['cmdline_flags']['iommu'] == 'pt'
     assert f['iommu']['cmdline_flags']['vfio-pci.ids'] is None
-    assert f['iommu_groups'] == {'0': {'devices': ['0000:00:03.0'], 'viable': False,
-                                         'blockers': ['0000:00:03.0']}}
+    assert f['iommu_groups'] == {'0': {'devices': ['0000:00:03.0'], 'viable': False, 'blockers': ['0000:00:03.0']}}
 
 
 def test_missing_attributes_are_null(tmp_path):
