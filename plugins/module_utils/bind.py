@@ -10,6 +10,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
+from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import desired_devices
 from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import Executor, show, under_host_lock
 from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
 from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import HostUsage
@@ -41,10 +42,10 @@ def _report(plan):
     return out
 
 
-def modprobe_args(host, running_release):
+def modprobe_args(host):
+    """modprobe's -d for a modules_dir that is not /lib/modules (modprobe loads into the running
+    kernel only: the plan refuses a kernel_release that is not the running one before this)."""
     args = []
-    if host.kernel_release != running_release:
-        args += ['-S', host.kernel_release]
     if host.modules_dir.rstrip('/') != '/lib/modules' and host.modules_dir.rstrip('/').endswith('/lib/modules'):
         args += ['-d', host.modules_dir.rstrip('/')[:-len('/lib/modules')]]
     return args
@@ -62,9 +63,15 @@ def run_bind(params, host, run, check_mode=False, bus_name='pci', may_load_modul
     bus = BUSES[bus_name]
     items = parse_request(params, bus)  # bad input fails here, before anything is read
     if check_mode:
-        recovery = recover_interrupted(params, host, bus, run, check_mode=True)
-        return _with_facts(params, host, bus, _with_recovery(recovery, lambda: _plan_and_apply(
-            params, host, run, items, bus, check_mode, may_load_modules)))
+        try:
+            recovery = recover_interrupted(params, host, bus, run, check_mode=True)
+            return _with_facts(params, host, bus, _with_recovery(recovery, lambda: _plan_and_apply(
+                params, host, run, items, bus, check_mode, may_load_modules)))
+        except BindFailed as e:
+            # a refused plan still shows the host it was made against (the role validates with
+            # check mode and, when the IOMMU is off, goes on to the boot loader with these facts)
+            _with_facts(params, host, bus, e.result)
+            raise
 
     def locked():
         # a run killed half-way is repaired first, then the facts are read, all under the lock:
@@ -94,14 +101,14 @@ def _plan_and_apply(params, host, run, items, bus, check_mode, may_load_modules)
         raise BindFailed('vfio_bind refused before changing anything:\n- ' + '\n- '.join(plan['errors']),
                          {'devices': _report(plan), 'errors': plan['errors']})
     result = {'changed': plan['changed'], 'diff': diff_of(plan), 'warnings_list': _warnings(plan, host),
-              'modules_loaded': []}
+              'modules_loaded': [], 'desired': {'devices': desired_devices(items, _report(plan))}}
     if check_mode or not plan['changed']:
         result['devices'] = _report(plan)
         return result
     if host.kernel_release != running:
         raise BindFailed('vfio_bind acts on the running kernel %s; kernel_release=%s is for inspection with '
                          'vfio_facts only' % (running, host.kernel_release), {'devices': _report(plan)})
-    executor = Executor(host.fs, bus, run, timeout=params['timeout'], modprobe_args=modprobe_args(host, running),
+    executor = Executor(host.fs, bus, run, timeout=params['timeout'], modprobe_args=modprobe_args(host),
                         may_load=may_load_modules, journal=Journal(journal_path(params)))
     changed, failure = executor.apply(plan)
     result.update(changed=changed, devices=_report(plan), modules_loaded=executor.loaded, diff=diff_of(plan))

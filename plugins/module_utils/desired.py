@@ -161,6 +161,16 @@ def bind_params(state, devices, host_params, give_back=False, lock_file=None):
     return p
 
 
+def desired_devices(items, rows):
+    """The ``devices`` of the desired state from a vfio_bind plan: every device the call leaves
+    (or would leave) on VFIO, with the IDs it has and a driver only where its request entry pinned
+    one (``items`` from plan.parse_request, ``rows`` the call's per-device result); otherwise the
+    boot resolves the best VFIO variant again for the kernel that booted."""
+    pins = dict((item.label, item.driver) for item in items)
+    return [{'address': r['address'], 'vendor': r['vendor'], 'device': r['device'], 'driver': pins.get(r['item'])}
+            for r in sorted(rows, key=lambda r: r['address']) if r['state'] == 'vfio']
+
+
 def sriov_params(state, lock_file):
     return {'pfs': [dict(p) for p in state['sriov']], 'force': False, 'timeout': state['sriov_timeout'],
             'wait_timeout': state['sriov_wait_timeout'], 'lock_file': lock_file, 'lock_timeout': state['lock_timeout']}

@@ -169,10 +169,8 @@ def gather(fs, bus, resolver):
         rec['vfio_bound'] = is_vfio_driver(rec, vfio_modules)
     groups = {}
     for num, members in sorted(iommu_groups(fs).items()):
-        groups[str(num)] = {
-            'devices': members,
-            'viable': all(member_ok(devices.get(a), vfio_modules) for a in members),
-        }
+        blockers = [a for a in members if not member_ok(devices.get(a), vfio_modules)]
+        groups[str(num)] = {'devices': members, 'viable': not blockers, 'blockers': blockers}
     return devices, groups
 
 

@@ -20,9 +20,6 @@ import time
 
 # A PCI address as the kernel names it: domain:bus:slot.function.
 PCI_ADDRESS_RE = re.compile(r'^(?:([0-9a-fA-F]{4,8}):)?([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])\Z')
-# Module and driver names: what the kernel and kmod accept, and nothing that can
-# escape a sysfs directory (no '/', no '..', no whitespace or control characters).
-NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,62}\Z')
 
 
 class KernelError(Exception):
@@ -53,9 +50,8 @@ _PCI_MODALIAS_RE = re.compile(
 class Bus:
     """What differs between buses for the VFIO algorithm.
 
-    PCI is what the collection drives today; platform devices also expose
-    ``modalias`` and ``driver_override`` and their VFIO drivers publish
-    ``vfio_platform:`` aliases, so the bus is a parameter, not a constant.
+    The collection drives PCI; the bus's paths, address grammar and alias prefix are kept
+    together here so that the rest of the engine names none of them.
     """
 
     def __init__(self, name, address_re, bridge_classes=()):
@@ -104,8 +100,6 @@ class Bus:
 
     def normalize_address(self, address):
         """Return the canonical address, or None when it is not one of this bus."""
-        if self.name != 'pci':
-            return address if NAME_RE.match(address or '') else None
         m = PCI_ADDRESS_RE.match(address or '')
         if not m:
             return None
@@ -114,8 +108,7 @@ class Bus:
 
 
 PCI = Bus('pci', PCI_ADDRESS_RE, bridge_classes=('0604', '0609'))
-PLATFORM = Bus('platform', NAME_RE)
-BUSES = {'pci': PCI, 'platform': PLATFORM}
+BUSES = {'pci': PCI}
 
 
 class KernelFS:
@@ -125,7 +118,6 @@ class KernelFS:
         self.sysfs_path = sysfs_path
         self.procfs_path = procfs_path
         self.kmsg_path = kmsg_path
-        self.writes = 0
 
     # -- paths -------------------------------------------------------------
     def sys(self, rel):
@@ -203,9 +195,6 @@ class KernelFS:
                 d = os.path.dirname(d)
         return index
 
-    def exists(self, rel):
-        return os.path.lexists(self.sys(rel))
-
     def isdir(self, rel):
         return os.path.isdir(self.sys(rel))
 
@@ -237,7 +226,6 @@ class KernelFS:
         """
         path = self.sys(rel)
         data = value.encode('utf-8') if not isinstance(value, bytes) else value
-        self.writes += 1
         err = write_once(path, data) if timeout is None else bounded_write(path, data, timeout)
         if err:
             raise KernelError('write of %r to %s failed: %s' % (value, path, os.strerror(err)), path, err)

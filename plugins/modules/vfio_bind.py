@@ -230,6 +230,16 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+desired:
+  description:
+    - The desired state this call leaves, in the form the role persists for the boot
+      (C(/etc/hypervisor-vfio/state.json), applied by C(vfio-passthrough apply)).
+    - C(devices) lists every device the call leaves (or, in check mode, would leave) on a VFIO driver, with
+      its C(vendor) and C(device) IDs and C(driver) set only where its entry pinned one (otherwise the best
+      VFIO variant is resolved again for the kernel that boots).
+  returned: success
+  type: dict
+  sample: {devices: [{address: "0000:00:03.0", vendor: "1af4", device: "1041", driver: null}]}
 devices:
   description: One entry per device acted on (including group members added by O(iommu_group=all)).
   returned: always

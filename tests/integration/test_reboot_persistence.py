@@ -88,11 +88,8 @@ class HostImage:
             inv = yaml.safe_load(f)
         self.vars = inv['all']['children']['hypervisors']['hosts']['hostimage']
         self.devices = self.vars['lab_devices']
-        coll = os.path.join(workdir, 'collections')
-        os.makedirs(os.path.join(coll, 'ansible_collections', 'hypervisor'))
-        os.symlink(REPO, os.path.join(coll, 'ansible_collections', 'hypervisor', 'vfio'))
         self.ansible_env = dict(
-            os.environ, ANSIBLE_COLLECTIONS_PATH=coll, ANSIBLE_HOME=os.path.join(workdir, 'ansible-home'),
+            os.environ, ANSIBLE_COLLECTIONS_PATH=os.environ['HV_VFIO_COLLECTIONS_PATH'], ANSIBLE_HOME=os.path.join(workdir, 'ansible-home'),
             ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_NOCOLOR='1', ANSIBLE_PIPELINING='True',
             ANSIBLE_LOCALHOST_WARNING='False', ANSIBLE_DEPRECATION_WARNINGS='False',
             ANSIBLE_RETRY_FILES_ENABLED='False')

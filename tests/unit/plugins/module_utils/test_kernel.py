@@ -13,7 +13,7 @@ import os
 import pytest
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import (
-    PCI, PLATFORM, KernelError, KernelFS, WriteTimeout, bounded_write)
+    PCI, KernelError, KernelFS, WriteTimeout, bounded_write)
 
 
 def test_read_missing_is_none_and_strips(tmp_path):
@@ -76,8 +76,7 @@ def test_pci_addresses(raw, canonical):
     assert PCI.normalize_address(raw) == canonical
 
 
-def test_bus_is_a_parameter():
-    assert PLATFORM.device_dir('fe300000.mmc') == 'bus/platform/devices/fe300000.mmc'
-    assert PLATFORM.vfio_alias('of:NmmcT(null)Cfoo') == 'vfio_of:NmmcT(null)Cfoo'
+def test_bus_paths_and_alias():
+    assert PCI.device_dir('0000:01:00.0') == 'bus/pci/devices/0000:01:00.0'
     assert PCI.vfio_alias('pci:v00008086d') == 'vfio_pci:v00008086d'
-    assert PLATFORM.normalize_address('../x') is None
+    assert PCI.normalize_address('../x') is None
