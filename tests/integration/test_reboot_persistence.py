@@ -312,10 +312,9 @@ def test_binding_survives_reboot_with_host_driver_in_initramfs(hostimage):
         assert '%s: no driver -> %s (bind, changed' % (vf, VFIO_DRIVER) in log, (vf, log)
     assert pre['ActiveState'] == 'active', pre
     assert 0 < int(unit['ExecMainExitTimestampMonotonic']) <= int(pre['ActiveEnterTimestampMonotonic']), (unit, pre)
-    g.timings['engine_at_boot_with_vfs_s'] = round((int(unit['ExecMainExitTimestampMonotonic'])
-                                                     - int(unit['ExecMainStartTimestampMonotonic'])) / 1e6, 1)
-    g.timings['engine_end_to_network_pre_s'] = round((int(pre['ActiveEnterTimestampMonotonic'])
-                                                       - int(unit['ExecMainExitTimestampMonotonic'])) / 1e6, 1)
+    started, ended = int(unit['ExecMainStartTimestampMonotonic']), int(unit['ExecMainExitTimestampMonotonic'])
+    g.timings['engine_at_boot_with_vfs_s'] = round((ended - started) / 1e6, 1)
+    g.timings['engine_end_to_network_pre_s'] = round((int(pre['ActiveEnterTimestampMonotonic']) - ended) / 1e6, 1)
     order = g.ssh('journalctl -b -o short-monotonic --no-pager | grep -E "Reached target network-pre|VFs -> |no driver -> " '
                   '|| true')
     g.timings['boot_journal_order'] = order.strip().splitlines()[-4:]
