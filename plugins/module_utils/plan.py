@@ -439,21 +439,32 @@ class Planner:
                              % (rec['driver'], rec['driver_override']))
             entry['driver_after'] = rec['driver']
             return entry
-        if not rec['driver'] and not host_mods:
+        no_probe = self._no_host_probe(rec, host_mods)
+        if not rec['driver'] and (no_probe or not host_mods):
+            why = no_probe or 'kernel %s has no host driver for %s' % (self.kernel_release, rec['modalias'])
             if rec['driver_override'] is None:
-                entry.update(action='none', reason='unbound, and kernel %s has no host driver for %s'
-                             % (self.kernel_release, rec['modalias']))
+                entry.update(action='none', reason='unbound, and %s' % why)
             else:
-                entry.update(action='clear_override', reason='unbound; clearing driver_override %s (kernel %s '
-                             'has no host driver for it)' % (rec['driver_override'], self.kernel_release))
+                entry.update(action='clear_override', reason='unbound; clearing driver_override %s (%s)'
+                             % (rec['driver_override'], why))
             return entry
-        entry['driver_after'] = host_mods[0] if host_mods else None
+        entry['driver_after'] = host_mods[0] if host_mods and not no_probe else None
         entry.update(action='restore', reason='%s; giving it back to the host (%s)' % (
             'on VFIO driver %s' % rec['driver'] if rec['driver'] else 'unbound',
             ', '.join(host_mods) or 'no host driver known'))
         if rec['driver']:
             self._guard(entry, rec, leaving_vfio=True)
         return entry
+
+    def _no_host_probe(self, rec, host_mods):
+        """Why the kernel gives this device to no host driver, or None: a VF whose PF has
+        sriov_drivers_autoprobe 0 is probed only for a driver_override, never for its host
+        driver (a re-probe would be a write that changes nothing, on every run)."""
+        pf = self.devices.get(rec['physfn']) if rec.get('physfn') else None
+        if pf and pf['sriov_drivers_autoprobe'] is False:
+            return ('its PF %s has sriov_drivers_autoprobe 0, so the kernel probes no host driver (%s) for a '
+                    'VF' % (rec['physfn'], ', '.join(host_mods) or 'none known'))
+        return None
 
     def _entry(self, rec, state, label):
         return {

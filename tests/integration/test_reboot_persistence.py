@@ -170,6 +170,21 @@ class HostImage:
         assert p.returncode == 0 and start >= 0, '%s failed (%d): %s %s' % (name, p.returncode, out, p.stderr)
         return json.loads(out[start:out.rfind('}') + 1])
 
+    def sriov(self, pf):
+        """{'numvfs': int, 'autoprobe': '0'/'1', 'vfs': {address: (driver, override)}} in one round trip."""
+        out = self.ssh('p=/sys/bus/pci/devices/%s; echo "pf $(cat $p/sriov_numvfs) $(cat $p/sriov_drivers_autoprobe)"; '
+                       'for v in $p/virtfn*; do [ -e "$v" ] || continue; d=$(readlink -f $v); drv=$(readlink $d/driver); '
+                       'echo "vf $(basename $d) drv=${drv##*/} ovr=$(cat $d/driver_override)"; done' % pf)
+        st = {'vfs': {}}
+        for line in out.splitlines():
+            f = line.split()
+            if f[:1] == ['pf']:
+                st.update(numvfs=int(f[1]), autoprobe=f[2])
+            elif f[:1] == ['vf']:
+                drv, ovr = f[2][len('drv='):], f[3][len('ovr='):]
+                st['vfs'][f[1]] = (drv or None, None if ovr in ('', '(null)') else ovr)
+        return st
+
     def host_driver_probed(self, address):
         """Kernel log lines of this boot where the host driver took the device."""
         out = self.ssh('journalctl -k -b -o cat --no-pager | grep -F "%s %s" || true' % (HOST_DRIVER, address))
@@ -222,10 +237,19 @@ def _role_playbook(guest, devices, **role_vars):
     return path
 
 
+NUMVFS = 2
+ENGINE_UNIT = 'hypervisor-vfio-reapply.service'
+
+
 def test_binding_survives_reboot_with_host_driver_in_initramfs(hostimage):
     g = hostimage
     addr = g.devices['generic']
     mgmt = g.devices['mgmt']
+    # The igb PF rides along (issue 13): the role creates NUMVFS VFs and binds them to vfio-pci;
+    # VFs do not survive a reboot, so the engine's boot unit must recreate and bind them.
+    pf = g.devices['sriov']
+    request = [{'address': addr}, {'physfn': pf}]
+    sriov = [{'pf': pf, 'numvfs': NUMVFS}]
 
     # The guest is the hard case: IOMMU on from its own boot loader config, the device on its
     # host driver, and that host driver inside the initramfs.
@@ -241,9 +265,13 @@ def test_binding_survives_reboot_with_host_driver_in_initramfs(hostimage):
                     'nothing to prove (this test never passes without it)')
 
     # 1. The role binds the device and persists the binding.
-    g.playbook(_role_playbook(g, [{'address': addr}]), 'role_bind')
+    assert g.sriov(pf)['numvfs'] == 0, 'the PF %s starts with VFs' % pf
+    g.playbook(_role_playbook(g, request, passthrough_sriov=sriov), 'role_bind')
     assert g.driver(addr) == VFIO_DRIVER, 'after the role: %s on %s' % (addr, g.driver(addr))
     assert g.override(addr) == VFIO_DRIVER
+    vfs = g.sriov(pf)
+    assert vfs['numvfs'] == NUMVFS and vfs['autoprobe'] == '0' and len(vfs['vfs']) == NUMVFS, vfs
+    assert set(vfs['vfs'].values()) == {(VFIO_DRIVER, VFIO_DRIVER)}, vfs
     assert g.driver(mgmt) == 'virtio-pci', 'the management NIC moved'
     initrd = g.ssh('lsinitramfs "$(readlink -f /initrd.img)"')
     assert 'udev/rules.d/' in initrd
@@ -263,6 +291,30 @@ def test_binding_survives_reboot_with_host_driver_in_initramfs(hostimage):
     assert not probed, '%s bound %s during boot before it reached %s:\n%s' % (
         HOST_DRIVER, addr, VFIO_DRIVER, '\n'.join(probed))
     assert g.driver(mgmt) == 'virtio-pci'
+    # The VFs are back, bound to vfio-pci, made and bound by the engine's boot unit, which ended
+    # before network-pre.target was reached.
+    after = g.sriov(pf)
+    assert after['numvfs'] == NUMVFS and after['autoprobe'] == '0' and set(after['vfs']) == set(vfs['vfs']), (
+        'after reboot the PF has %s (before: %s)' % (after, vfs))
+    assert set(after['vfs'].values()) == {(VFIO_DRIVER, VFIO_DRIVER)}, after
+    for vf in after['vfs']:
+        assert facts['devices'][vf]['driver'] == VFIO_DRIVER, facts['devices'][vf]
+    unit = _show(g, ENGINE_UNIT, 'ActiveState', 'Result', 'ExecMainStatus', 'ExecMainStartTimestampMonotonic',
+                 'ExecMainExitTimestampMonotonic')
+    pre = _show(g, 'network-pre.target', 'ActiveState', 'ActiveEnterTimestampMonotonic')
+    log = g.ssh('journalctl -b -o cat --no-pager -u %s || true' % ENGINE_UNIT)
+    assert unit['Result'] == 'success' and unit['ExecMainStatus'] == '0', (unit, log)
+    assert '%s: 0 VFs -> %d (create, changed' % (pf, NUMVFS) in log, log
+    for vf in after['vfs']:
+        assert '%s: no driver -> %s (bind, changed' % (vf, VFIO_DRIVER) in log, (vf, log)
+    assert pre['ActiveState'] == 'active', pre
+    assert 0 < int(unit['ExecMainExitTimestampMonotonic']) <= int(pre['ActiveEnterTimestampMonotonic']), (unit, pre)
+    started, ended = int(unit['ExecMainStartTimestampMonotonic']), int(unit['ExecMainExitTimestampMonotonic'])
+    g.timings['engine_at_boot_with_vfs_s'] = round((ended - started) / 1e6, 1)
+    g.timings['engine_end_to_network_pre_s'] = round((int(pre['ActiveEnterTimestampMonotonic']) - ended) / 1e6, 1)
+    order = g.ssh('journalctl -b -o short-monotonic --no-pager | grep -E "Reached target network-pre|VFs -> |no driver -> " '
+                  '| grep -v sudo || true')
+    g.timings['boot_journal_order'] = order.strip().splitlines()[-4:]
 
     # 3. Reboot mid-convergence: the persistence is on disk but the runtime binding is not done
     # (an interrupted run, a binding undone by hand or by another tool, files laid down before
@@ -282,7 +334,8 @@ def test_binding_survives_reboot_with_host_driver_in_initramfs(hostimage):
     probed = g.host_driver_probed(addr)
     assert not probed, '%s bound %s during the boot after a reboot mid-convergence:\n%s' % (
         HOST_DRIVER, addr, '\n'.join(probed))
-    out = g.playbook(_role_playbook(g, [{'address': addr}]), 'role_rerun_after_reboot')
+    assert set(g.sriov(pf)['vfs'].values()) == {(VFIO_DRIVER, VFIO_DRIVER)}
+    out = g.playbook(_role_playbook(g, request, passthrough_sriov=sriov), 'role_rerun_after_reboot')
     recap = [line for line in out.splitlines() if line.startswith('hostimage')]
     assert recap and 'changed=0' in recap[-1], 'the re-run after the reboot changed something: %s' % recap
     assert g.driver(addr) == VFIO_DRIVER
@@ -291,8 +344,10 @@ def test_binding_survives_reboot_with_host_driver_in_initramfs(hostimage):
     restore = RESTORE_PLAYBOOK
     if not os.path.exists(restore):
         restore = _role_playbook(g, [{'address': addr, 'state': 'host'}])
-    g.playbook(restore, 'restore', extra_vars={'passthrough_devices': [{'address': addr}]})
+    g.playbook(restore, 'restore', extra_vars={'passthrough_devices': request})
     assert g.driver(addr) == HOST_DRIVER, 'after restore: %s on %s' % (addr, g.driver(addr))
+    back = g.sriov(pf)
+    assert all(drv != VFIO_DRIVER and ovr is None for drv, ovr in back['vfs'].values()), back
     assert g.override(addr) is None, 'after restore driver_override is %s' % g.override(addr)
     leftovers = g.ssh('grep -lsF %s /etc/udev/rules.d/* /etc/modules-load.d/* || true' % addr).split()
     assert not leftovers, 'restore left persistence files behind: %s' % leftovers
@@ -301,6 +356,7 @@ def test_binding_survives_reboot_with_host_driver_in_initramfs(hostimage):
     assert g.driver(addr) == HOST_DRIVER, 'after restore + reboot: %s on %s\n--- serial ---\n%s' % (
         addr, g.driver(addr), g.serial_tail())
     assert g.override(addr) is None, 'after restore + reboot driver_override is %s' % g.override(addr)
+    assert g.sriov(pf)['numvfs'] == 0, 'after restore + reboot the VFs were recreated: %s' % g.sriov(pf)
 
 
 # A test-only boot unit for the blocked-write case: before the engine's unit runs, it holds the

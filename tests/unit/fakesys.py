@@ -299,6 +299,13 @@ class FakeKernel(KernelFS):
         override = self._override(addr)
         if override is not None:
             return override == driver
+        physfn = os.path.join(self._dev(addr), 'physfn')
+        if os.path.lexists(physfn):
+            # the kernel's pci_device_can_probe: a VF of a PF with sriov_drivers_autoprobe 0 is
+            # probed only for its driver_override (by drivers_probe as by bind)
+            with open(os.path.join(os.path.realpath(physfn), 'sriov_drivers_autoprobe')) as f:
+                if f.read().strip() == '0':
+                    return False
         dummy, info = self._module_of_driver(driver)
         if info is None or info['override_only']:
             return False
