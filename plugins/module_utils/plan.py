@@ -3,10 +3,18 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Deciding, without writing: which devices, which driver, which action, and why.
 
-The plan is plain data.  Check mode and diff mode show it as it is; the executor
-(execute.py) carries it out.  Every invalid request and every refused device is
-collected into ``errors`` so that the task fails before the first write, naming
-all the problems at once.
+``plan(request, snapshot)`` is a pure function: it reads nothing but the snapshot of the
+host (snapshot.py reads it) and returns a :class:`Plan`, an immutable value whose
+``devices`` are :class:`Entry` values.  Check mode and diff mode show it as it is; the
+executor (execute.py) carries it out and returns outcomes, leaving the plan as it was.
+Every invalid request and every refused device is collected into ``errors`` so that the
+task fails before the first write, naming all the problems at once.
+
+A snapshot holds what every plan needs (devices, IOMMU groups, loaded modules, the alias
+index); facts only some plans need (whether a device is in use, the driver a loaded module
+registers) are read for the devices and modules a plan names: a plan made on a snapshot
+that lacks one lists it in ``needs``, and ``snapshot.plan_on_host`` reads those and plans
+again.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -14,6 +22,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
+from collections import namedtuple
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
 from ansible_collections.hypervisor.vfio.plugins.module_utils.aliases import normalize_module
@@ -37,19 +46,26 @@ KNOWN_DRIVER_NAMES = {'vfio_pci': 'vfio-pci', 'vfio_platform': 'vfio-platform'}
 VFIO_CORES = {'pci': ('vfio_pci', 'vfio_pci_core'), 'platform': ('vfio_platform', 'vfio_platform_base')}
 
 
+# One device of a plan: what it is, what happens to it and why (tuples, never lists).
+ENTRY_FIELDS = ('address', 'state', 'item', 'action', 'reason', 'module', 'driver', 'driver_known', 'candidates',
+                'ambiguous', 'iommu_group', 'vendor', 'device', 'driver_before', 'override_before', 'driver_after',
+                'override_after', 'host_modules', 'guards', 'forced', 'warnings')
+Entry = namedtuple('Entry', ENTRY_FIELDS)
+# devices: Entry per device; modules: the VFIO modules to load; errors: why the plan is refused;
+# changed: whether it writes; needs: facts the snapshot lacked (empty for a complete plan).
+Plan = namedtuple('Plan', 'devices modules errors changed needs')
+# What vfio_bind is asked: the parsed items and the options that change the decisions.
+Request = namedtuple('Request', 'items group_policy force')
+
+
 class RequestError(ValueError):
     """The request is invalid; raised before anything is read or written."""
 
 
-class Item:
+class Item(namedtuple('Item', 'index selector state driver optional')):
     """One entry of ``devices``: a selector with its own state and driver pin."""
 
-    def __init__(self, index, selector, state, driver, optional):
-        self.index = index
-        self.selector = selector
-        self.state = state
-        self.driver = driver
-        self.optional = optional
+    __slots__ = ()
 
     @property
     def label(self):
@@ -256,21 +272,34 @@ def _selects(selector, rec):
     return True
 
 
-class Planner:
-    """Turns a request into a plan against a snapshot of the host (no writes)."""
+class _Planner:
+    """The work of one ``plan()`` call: reads only the snapshot, writes only its own state."""
 
-    def __init__(self, host, bus, usage, group_policy='strict', force=False):
-        self.fs = host.fs
-        self.resolver = host.resolver
-        self.kernel_release = host.kernel_release
-        self.bus = bus
-        self.usage = usage
-        self.group_policy = group_policy
-        self.force = force
-        self.devices = devs.scan(self.fs, bus)
-        self.groups = devs.iommu_groups(self.fs)
-        self.vfio_modules = set(devs.loaded_vfio_modules(self.fs))
+    def __init__(self, request, snapshot):
+        self.snapshot = snapshot
+        self.resolver = snapshot.resolver
+        self.kernel_release = snapshot.kernel_release
+        self.bus = snapshot.bus
+        self.group_policy = request.group_policy
+        self.force = request.force
+        self.devices = snapshot.devices
+        self.groups = snapshot.groups
+        # grows with the candidates of each device planned, in address order
+        self.vfio_modules = set(snapshot.vfio_modules)
         self.errors = []
+        self.needs = set()
+
+    def _fact(self, key, default):
+        """A fact the snapshot holds; a missing one is recorded in ``needs`` (the plan is then
+        incomplete: read it and plan again) and stands in as ``default``."""
+        facts = self.snapshot.facts
+        if key in facts:
+            return facts[key]
+        self.needs.add(key)
+        return default
+
+    def _in_use(self, rec, kind):
+        return list(self._fact(('in_use', rec['address'], kind), ()))
 
     # -- targets -------------------------------------------------------------
     def targets(self, items):
@@ -280,7 +309,7 @@ class Planner:
             sel = item.selector
             if 'address' in sel and sel['address'] not in self.devices:
                 self.errors.append('%s: no device %s on this host (nothing at %s/%s)' % (
-                    item.label, sel['address'], self.fs.sys(self.bus.devices_dir()), sel['address']))
+                    item.label, sel['address'], self.snapshot.devices_path, sel['address']))
                 continue
             if 'physfn' in sel and sel['physfn'] not in self.devices:
                 self.errors.append('%s: physical function %s does not exist' % (item.label, sel['physfn']))
@@ -313,7 +342,7 @@ class Planner:
         if pin:
             module = normalize_module(pin)
             if not self._available(module):
-                drv_module = self.fs.link_name('%s/module' % self.bus.driver_dir(pin))
+                drv_module = self._fact(('driver_module', pin), None)
                 if drv_module:
                     module = drv_module
                 else:
@@ -357,7 +386,7 @@ class Planner:
         if generic is None or module == generic:
             return None
         deps = self.resolver.dependencies(module)
-        if core in (deps or ()) or module in self.fs.listdir('module/%s/holders' % core):
+        if core in (deps or ()) or module in self.snapshot.core_holders:
             return None
         if module == core:
             what = 'it is the VFIO library, which registers no driver'
@@ -374,11 +403,11 @@ class Planner:
                 % (module, what, generic, core, module))
 
     def _available(self, module):
-        return bool(self.resolver.availability(module)) or self.fs.isdir('module/' + module)
+        return bool(self.resolver.availability(module)) or module in self.snapshot.loaded_modules
 
     def driver_name(self, module):
         """(driver name, known): read from /sys/module when loaded, else predicted."""
-        name = devs.module_driver(self.fs, self.bus, module)
+        name = self._fact(('module_driver', module), None) if module in self.snapshot.loaded_modules else None
         if name:
             return name, True
         return KNOWN_DRIVER_NAMES.get(module, module), False
@@ -413,8 +442,7 @@ class Planner:
                              'survives a re-probe (the device is not unbound)' % (driver, driver))
         elif not rec['driver']:
             entry.update(action='bind', reason='unbound; binding to %s' % driver)
-            self._refuse_in_use(entry, rec, self.usage.gpu_reasons(  # a firmware framebuffer has no pci driver
-                rec, self.bus.device_dir(addr)))
+            self._refuse_in_use(entry, rec, self._in_use(rec, 'gpu'))  # a firmware framebuffer has no pci driver
         else:
             entry.update(action='rebind', reason='moving from %s to %s' % (rec['driver'], driver))
             self._guard(entry, rec, leaving_vfio=devs.is_vfio_driver(rec, self.vfio_modules))
@@ -468,13 +496,10 @@ class Planner:
     def _guard(self, entry, rec, leaving_vfio):
         """Refuse to take a device the host is using (unless force); never the NIC of a live
         SSH session, force or not: that change belongs on the console."""
-        sessions = self.usage.ssh_session_reasons(rec['net_interfaces'])
-        reasons = sessions + list(self.usage.nic_reasons(rec['net_interfaces']))
-        reasons += self.usage.block_reasons(self.bus.device_dir(rec['address']))
-        if leaving_vfio:
-            reasons += self.usage.vfio_reasons(rec)
-        else:
-            reasons += self.usage.gpu_reasons(rec, self.bus.device_dir(rec['address']))
+        sessions = self._in_use(rec, 'ssh')
+        reasons = sessions + self._in_use(rec, 'nic')
+        reasons += self._in_use(rec, 'block')
+        reasons += self._in_use(rec, 'vfio' if leaving_vfio else 'gpu')
         self._refuse_in_use(entry, rec, reasons, sessions)
 
     def _refuse_in_use(self, entry, rec, reasons, sessions=()):
@@ -527,6 +552,7 @@ class Planner:
         return extra
 
     def plan(self, items):
+        """The plan as mutable dicts (``plan()`` freezes it)."""
         chosen = self.targets(items)
         entries = []
         for addr in sorted(chosen):
@@ -535,18 +561,31 @@ class Planner:
         for addr, via in self._group_check(entries, chosen):
             entries.append(self.plan_vfio(addr, Item(-1, {'address': addr}, 'vfio', None, False), via=via))
         modules = unique(e['module'] for e in entries if e['action'] in ('bind', 'rebind') and e['module'])
-        return {
-            'devices': entries,
-            'modules': modules,
-            'errors': list(self.errors),
-            'changed': any(e['action'] in WRITING_ACTIONS for e in entries),
-        }
+        return Plan(devices=tuple(_frozen(e) for e in entries), modules=tuple(modules), errors=tuple(self.errors),
+                    changed=any(e['action'] in WRITING_ACTIONS for e in entries),
+                    needs=frozenset(self.needs))
 
 
-def diff_of(plan):
+def _frozen(entry):
+    """An entry dict of the planner as an Entry, its lists as tuples."""
+    return Entry(**dict((k, tuple(v) if isinstance(v, list) else v) for k, v in entry.items()))
+
+
+def plan(request, snapshot):
+    """The plan for a Request against a snapshot of the host: a pure function (no reads, no
+    writes, the arguments untouched).  ``needs`` lists the facts the snapshot lacked."""
+    return _Planner(request, snapshot).plan(request.items)
+
+
+def diff_of(plan, outcomes=None):
+    """before/after per device; after is what the outcomes (execute.Outcome by address) found
+    when the plan was applied, else what the plan expects."""
     before = {}
     after = {}
-    for e in plan['devices']:
-        before[e['address']] = {'driver': e['driver_before'], 'driver_override': e['override_before']}
-        after[e['address']] = {'driver': e['driver_after'], 'driver_override': e['override_after']}
+    outcomes = outcomes or {}
+    for e in plan.devices:
+        o = outcomes.get(e.address)
+        before[e.address] = {'driver': e.driver_before, 'driver_override': e.override_before}
+        after[e.address] = {'driver': o.driver_after if o else e.driver_after,
+                            'driver_override': o.override_after if o else e.override_after}
     return {'before': before, 'after': after}
