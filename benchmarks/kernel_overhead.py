@@ -90,8 +90,8 @@ def trace_start():
 
 def trace_stop():
     """[(function, start s, duration s)] of the kernel's unbinds and probes since trace_start."""
-    out = ssh('cd %(t)s && echo 0 > tracing_on && cat trace && echo nop > current_tracer && '
-              'echo nofuncgraph-abstime > trace_options && echo > set_graph_function' % {'t': TRACE})
+    out = ssh('cd %(t)s && echo 0 > tracing_on && cat trace && echo nofuncgraph-abstime > trace_options && '
+              'echo nop > current_tracer && echo > set_graph_function' % {'t': TRACE})
     calls = []
     for line in out.splitlines():
         # "<abstime> | cpu) <duration> us | pci_device_probe();" (a leaf: stamped at its entry) or,
@@ -153,6 +153,8 @@ def main():
     ap.add_argument('--rounds', type=int, default=3)
     ap.add_argument('--sizes', default='1,4,8,16', help='numbers of devices per call')
     ap.add_argument('--compare', metavar='REV', help='also time the collection at this git revision')
+    ap.add_argument('--reuse-payloads', action='store_true',
+                    help='time the payloads an earlier run of the same sizes and --compare left in the guest')
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(',')]
     inventory = B.labctl('inventory').strip()
@@ -171,14 +173,17 @@ def main():
     # Start from the host drivers (give back whatever an aborted run left bound), then keep one
     # payload per variant, size and state (each made by a real call: vfio then host).
     through_ansible(inventory, envs['HEAD'], extra[:max(sizes)], 'host')
-    ssh('rm -rf %s' % PAYLOADS)
-    tags = {}
-    for vi, (name, dummy) in enumerate(variants):
-        for n in sizes:
-            for state in ('vfio', 'host'):
-                tags[(name, n, state)] = 'v%d-%d-%s' % (vi, n, state)
-                make_payload(inventory, envs[name], extra[:n], state, tags[(name, n, state)])
-        B.log('payloads of %s kept in the guest' % name)
+    tags = dict(((name, n, state), 'v%d-%d-%s' % (vi, n, state)) for vi, (name, dummy) in enumerate(variants)
+                for n in sizes for state in ('vfio', 'host'))
+    if args.reuse_payloads:
+        ssh('cd %s && ls %s >/dev/null' % (PAYLOADS, ' '.join(t + '.py' for t in tags.values())))
+    else:
+        ssh('rm -rf %s' % PAYLOADS)
+        for name, dummy in variants:
+            for n in sizes:
+                for state in ('vfio', 'host'):
+                    make_payload(inventory, envs[name], extra[:n], state, tags[(name, n, state)])
+            B.log('payloads of %s kept in the guest' % name)
     res = {}
     for r in range(args.rounds):
         order = sizes[r % len(sizes):] + sizes[:r % len(sizes)]

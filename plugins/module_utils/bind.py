@@ -21,7 +21,7 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils.snapshot import pl
 
 RESULT_KEYS = ('address', 'state', 'action', 'reason', 'module', 'driver_before', 'driver_after',
                'override_before', 'override_after', 'candidates', 'ambiguous', 'iommu_group', 'vendor',
-               'device', 'guards', 'forced', 'warnings', 'item', 'result')
+               'device', 'guards', 'forced', 'warnings', 'item', 'result', 'settings')
 
 
 class BindFailed(Exception):
@@ -41,11 +41,12 @@ def _report(plan, applied=None):
         row = dict((k, list(v) if isinstance(v, tuple) else v) for k, v in e._asdict().items() if k in RESULT_KEYS)
         row['candidates'] = [dict(c) for c in e.candidates]
         row['warnings'] = list(e.warnings) + list(extra.get(e.address, ()))
+        row['settings'] = [{'attribute': a, 'before': b, 'after': v} for a, b, v in e.settings]
         o = outcomes.get(e.address)
         if o is not None:
             row.update(result=o.result, driver_after=o.driver_after, override_after=o.override_after)
         else:
-            row['result'] = 'planned' if e.action != 'none' else 'unchanged'
+            row['result'] = 'planned' if e.action != 'none' or e.settings else 'unchanged'
         out.append(row)
     return out
 

@@ -256,6 +256,16 @@ class Executor:
                              'driver_override %s' % (show(driver), show(override), show(drv), show(ovr)))
         return drv, ovr
 
+    def _write_settings(self, e):
+        """The reset and power settings of the entry, each written then read back."""
+        for attr, dummy, value in e.settings:
+            rel = self._dev(e.address, attr)
+            self._step(e.address, 'set %s to %s' % (attr, value), self.fs.write, rel, value, self.timeout)
+            now = self.fs.read_optional(rel)
+            if ' '.join((now or '').split()) != value:
+                raise StepFailed(e.address, 'verify %s' % attr, 'wrote %s but %s reads %s' % (
+                    value, self.fs.sys(rel), show(now)))
+
     ACTIONS = {'bind': '_to_vfio', 'rebind': '_to_vfio', 'override': '_to_override',
                'restore': '_to_host', 'clear_override': '_clear_override'}
 
@@ -270,6 +280,10 @@ class Executor:
             return '%s vanished from %s (hot-unplugged?): nothing to roll back' % (
                 addr, self.fs.sys(self.bus.devices_dir()))
         try:
+            for attr, before, dummy in reversed(e.get('settings') or ()):
+                rel = self._dev(addr, attr)
+                if ' '.join((self.fs.read_optional(rel) or '').split()) != before:
+                    self.fs.write(rel, before, timeout=self.timeout)
             drv, ovr = self.current(addr)
             if ovr != want_ovr:
                 self.set_override(addr, want_ovr)
@@ -313,13 +327,14 @@ class Executor:
         try:
             for e in targets:
                 method = self.ACTIONS.get(e.action)
-                if method is None:
+                if method is None and not e.settings:
                     outcomes[e.address] = Outcome(e.address, 'unchanged', e.driver_after, e.override_after)
                     continue
                 mine = warnings.setdefault(e.address, [])
                 try:
                     # each action ends by reading the device back: (driver, driver_override)
-                    drv, ovr = getattr(self, method)(e, mine)
+                    drv, ovr = getattr(self, method)(e, mine) if method else self.current(e.address)
+                    self._write_settings(e)
                 except StepFailed as exc:
                     log = self.fs.kernel_log_since(cursor, e.address)
                     failure = self._fail(e, exc, log, done, outcomes)

@@ -349,46 +349,6 @@ def unique(items):
     return out
 
 
-def bounded_write(path, data, timeout):
-    """Write data to path in a child process; return its errno (0 on success).
-
-    Raise WriteTimeout when the write has not returned within timeout seconds.
-    The child closes every inherited descriptor first, so a child stuck in the
-    kernel holds neither Ansible's pipes nor our lock.
-    """
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 0
-        try:
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for std in (0, 1, 2):
-                os.dup2(devnull, std)
-            _close_inherited_fds(wfd)
-            code = write_once(path, data)
-            os.write(wfd, str(code).encode('ascii'))
-        finally:
-            os._exit(0)
-    os.close(wfd)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise WriteTimeout(path, timeout, pid)
-            ready = select.select([rfd], [], [], left)[0]
-            if ready:
-                break
-        out = os.read(rfd, 32)
-    finally:
-        os.close(rfd)
-    os.waitpid(pid, 0)
-    try:
-        return int(out.decode('ascii') or errno.EIO)
-    except ValueError:
-        return errno.EIO
-
-
 class BoundedWriter:
     """Sysfs writes with a deadline, performed by one helper process for many writes.
 

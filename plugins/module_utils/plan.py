@@ -36,7 +36,11 @@ DRIVER_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z')
 _HEX_RE = re.compile(r'^(?:0x)?([0-9a-fA-F]{1,6})\Z')
 SELECTOR_KEYS = ('address', 'vendor', 'device', 'subsystem_vendor', 'subsystem_device', 'class',
                  'physfn', 'iommu_group', 'current_driver')
-ITEM_KEYS = SELECTOR_KEYS + ('state', 'driver', 'optional')
+# Per-device settings written after the binding: reset methods (in the order the kernel tries
+# them) and whether the device may enter D3cold.
+SETTING_KEYS = ('reset_method', 'd3cold_allowed')
+RESET_METHODS = ('flr', 'af_flr', 'pm', 'bus', 'cxl_bus', 'device_specific')
+ITEM_KEYS = SELECTOR_KEYS + ('state', 'driver', 'optional') + SETTING_KEYS
 # Actions that write to the device.
 WRITING_ACTIONS = ('bind', 'rebind', 'override', 'restore', 'clear_override')
 # Drivers named differently from their module, for the plan before the module is loaded;
@@ -47,9 +51,10 @@ VFIO_CORES = {'pci': ('vfio_pci', 'vfio_pci_core'), 'platform': ('vfio_platform'
 
 
 # One device of a plan: what it is, what happens to it and why (tuples, never lists).
+# settings: (attribute, value before, value written) per reset/power setting to change.
 ENTRY_FIELDS = ('address', 'state', 'item', 'action', 'reason', 'module', 'driver', 'driver_known', 'candidates',
                 'ambiguous', 'iommu_group', 'vendor', 'device', 'driver_before', 'override_before', 'driver_after',
-                'override_after', 'host_modules', 'guards', 'forced', 'warnings')
+                'override_after', 'host_modules', 'guards', 'forced', 'warnings', 'settings')
 Entry = namedtuple('Entry', ENTRY_FIELDS)
 # devices: Entry per device; modules: the VFIO modules to load; errors: why the plan is refused;
 # changed: whether it writes; needs: facts the snapshot lacked (empty for a complete plan).
@@ -62,8 +67,9 @@ class RequestError(ValueError):
     """The request is invalid; raised before anything is read or written."""
 
 
-class Item(namedtuple('Item', 'index selector state driver optional')):
-    """One entry of ``devices``: a selector with its own state and driver pin."""
+class Item(namedtuple('Item', 'index selector state driver optional settings', defaults=(None,))):
+    """One entry of ``devices``: a selector with its own state, driver pin and settings
+    ({'reset_method': tuple of methods, 'd3cold_allowed': bool}, the keys given)."""
 
     __slots__ = ()
 
@@ -251,9 +257,26 @@ def _parse_item(index, entry, state, driver, bus, problems):
     optional = entry.get('optional', False)
     if not isinstance(optional, bool):
         problems.append('%s: optional must be a boolean, got %r' % (where, optional))
+    settings = {}
+    if entry.get('reset_method') is not None:
+        settings['reset_method'] = problems.check(reset_methods, entry['reset_method'], where)
+    if entry.get('d3cold_allowed') is not None:
+        if not isinstance(entry['d3cold_allowed'], bool):
+            problems.append('%s: d3cold_allowed must be a boolean, got %r' % (where, entry['d3cold_allowed']))
+        settings['d3cold_allowed'] = entry['d3cold_allowed']
     if len(problems) > before:
         return None
-    return Item(index, selector, item_state, item_driver, optional)
+    return Item(index, selector, item_state, item_driver, optional, settings)
+
+
+def reset_methods(value, where):
+    """reset_method as a tuple of method names: a list, or a string of names separated by spaces."""
+    names = value.split() if isinstance(value, str) else value
+    if (not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names)
+            or any(n not in RESET_METHODS for n in names) or len(set(names)) != len(names)):
+        raise RequestError('%s: reset_method must be a non-empty list of distinct reset methods among %s, in the '
+                           'order the kernel should try them, got %r' % (where, ', '.join(RESET_METHODS), value))
+    return tuple(names)
 
 
 def _selects(selector, rec):
@@ -447,11 +470,16 @@ class _Planner:
             entry.update(action='rebind', reason='moving from %s to %s' % (rec['driver'], driver))
             self._guard(entry, rec, leaving_vfio=devs.is_vfio_driver(rec, self.vfio_modules))
         entry.update(driver_after=driver, override_after=driver)
+        no_reset = devs.no_reset_reason(rec)
+        if no_reset:
+            entry['warnings'].append('%s: %s' % (addr, no_reset))
+        self._settings(entry, rec, item)
         return entry
 
     def plan_host(self, addr, item):
         rec = self.devices[addr]
         entry = self._entry(rec, 'host', item.label)
+        self._settings(entry, rec, item)
         host_mods = []
         if rec['modalias']:
             host_mods = unique(a.module for a in self.resolver.matches(rec['modalias'])
@@ -490,8 +518,31 @@ class _Planner:
             'iommu_group': rec['iommu_group'], 'vendor': rec['vendor'], 'device': rec['device'],
             'driver_before': rec['driver'], 'override_before': rec['driver_override'],
             'driver_after': rec['driver'], 'override_after': rec['driver_override'],
-            'host_modules': [], 'guards': [], 'forced': False, 'warnings': [],
+            'host_modules': [], 'guards': [], 'forced': False, 'warnings': [], 'settings': [],
         }
+
+    def _settings(self, entry, rec, item):
+        """The reset and power settings of the item that differ from the device's: (attribute,
+        value now, value to write), in the kernel's spelling; an attribute the kernel does not
+        show for the device is an error."""
+        want = item.settings or {}
+        out = []
+        for attr in SETTING_KEYS:
+            if want.get(attr) is None:
+                continue
+            now = rec.get(attr)
+            if now is None:
+                self.errors.append('%s: %s: the kernel shows no %s attribute for it (%s), so %s cannot be set; '
+                                   'remove %s from this entry' % (
+                                       entry['item'], rec['address'], attr,
+                                       '%s/%s' % (self.snapshot.devices_path, rec['address']),
+                                       attr, attr))
+                continue
+            now = ' '.join(now) if attr == 'reset_method' else ('1' if now else '0')
+            value = ' '.join(want[attr]) if attr == 'reset_method' else ('1' if want[attr] else '0')
+            if now != value:
+                out.append((attr, now, value))
+        entry['settings'] = out
 
     def _guard(self, entry, rec, leaving_vfio):
         """Refuse to take a device the host is using (unless force); never the NIC of a live
@@ -562,7 +613,7 @@ class _Planner:
             entries.append(self.plan_vfio(addr, Item(-1, {'address': addr}, 'vfio', None, False), via=via))
         modules = unique(e['module'] for e in entries if e['action'] in ('bind', 'rebind') and e['module'])
         return Plan(devices=tuple(_frozen(e) for e in entries), modules=tuple(modules), errors=tuple(self.errors),
-                    changed=any(e['action'] in WRITING_ACTIONS for e in entries),
+                    changed=any(e['action'] in WRITING_ACTIONS or e['settings'] for e in entries),
                     needs=frozenset(self.needs))
 
 
@@ -588,4 +639,7 @@ def diff_of(plan, outcomes=None):
         before[e.address] = {'driver': e.driver_before, 'driver_override': e.override_before}
         after[e.address] = {'driver': o.driver_after if o else e.driver_after,
                             'driver_override': o.override_after if o else e.override_after}
+        for attr, was, value in e.settings:
+            before[e.address][attr] = was
+            after[e.address][attr] = value
     return {'before': before, 'after': after}

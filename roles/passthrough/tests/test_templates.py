@@ -31,7 +31,8 @@ BOUND = [
 for _i, _row in enumerate(BOUND):
     _row['item'] = 'devices[%d] (%s)' % (_i, _row['address'])
 # The request the rows come from: 0000:00:04.0 pinned its driver, 0000:00:05.0 did not.
-REQUEST = ['0000:00:05.0', {'address': '0000:00:04.0', 'driver': 'virtio_vfio_pci'},
+REQUEST = ['0000:00:05.0', {'address': '0000:00:04.0', 'driver': 'virtio_vfio_pci', 'reset_method': ['flr'],
+                            'd3cold_allowed': False},
            {'address': '0000:00:06.0', 'state': 'host'}]
 
 
@@ -88,12 +89,15 @@ def test_persistence_files(tmp_path):
     assert state == {
         'format': 1, 'written_by': 'hypervisor.vfio.passthrough', 'iommu_group': 'strict', 'timeout': 10,
         'lock_timeout': 30,
-        # a driver only where the request pinned one: the engine resolves the others at boot
-        'devices': [{'address': '0000:00:04.0', 'vendor': '1af4', 'device': '1041', 'driver': 'virtio_vfio_pci'},
+        # a driver only where the request pinned one: the engine resolves the others at boot; the
+        # reset and power settings an entry gives
+        'devices': [{'address': '0000:00:04.0', 'vendor': '1af4', 'device': '1041', 'driver': 'virtio_vfio_pci',
+                     'reset_method': ['flr'], 'd3cold_allowed': False},
                     {'address': '0000:00:05.0', 'vendor': '8086', 'device': '10d3', 'driver': None}],
         'sriov': [{'pf': '0000:3b:00.0', 'numvfs': 4, 'drivers_autoprobe': False}]}
     # ...and it is what the engine reads
     assert parse_state(state)['devices'][0]['driver'] == 'virtio_vfio_pci'
+    assert parse_state(state)['devices'][0]['reset_method'] == ['flr']
     unit = f['reapply.service']
     assert 'ExecStart=/usr/local/sbin/vfio-passthrough apply --state /etc/hypervisor-vfio/state.json' in unit
     assert 'TimeoutStartSec=120' in unit and 'Before=network-pre.target' in unit and 'KillMode=process' in unit
