@@ -61,8 +61,8 @@ options:
         does not support, and the task then fails naming it), and C(d3cold_allowed) (bool: whether the
         device may enter D3cold). An attribute the kernel does not show for the device (C(reset_method)
         needs kernel 5.15+) is an error before any write."
-      - A device handed to VFIO that the kernel cannot reset (no reset method) is bound with a warning:
-        a VM restart cannot reset it.
+      - A device handed to VFIO that the kernel cannot reset (no reset method) is bound with a warning
+        (a VM restart cannot reset it).
       - Addresses, ids and classes must be strings. YAML 1.1 reads an unquoted V(01:00.0) as the number
         60.0, V(0x10de) as 4318 and V(0300) as 192; such a number (or a boolean) is refused with the
         value to quote, never converted. Every problem of the request is reported at once.
