@@ -17,12 +17,12 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import Host
 from ansible_collections.hypervisor.vfio.plugins.module_utils.journal import (
     DEFAULT_JOURNAL, Journal, JournalError, recovery_plan)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import BUSES
-from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import (
-    Planner, diff_of, parse_request)
+from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import Request, diff_of, parse_request
+from ansible_collections.hypervisor.vfio.plugins.module_utils.snapshot import plan_on_host
 
 RESULT_KEYS = ('address', 'state', 'action', 'reason', 'module', 'driver_before', 'driver_after',
                'override_before', 'override_after', 'candidates', 'ambiguous', 'iommu_group', 'vendor',
-               'device', 'guards', 'forced', 'warnings', 'item', 'result')
+               'device', 'guards', 'forced', 'warnings', 'item', 'result', 'settings')
 
 
 class BindFailed(Exception):
@@ -33,11 +33,21 @@ class BindFailed(Exception):
         self.result = result
 
 
-def _report(plan):
+def _report(plan, applied=None):
+    """The plan's entries as result rows, with what the executor found (applied) where it ran."""
     out = []
-    for e in plan['devices']:
-        row = dict((k, e.get(k)) for k in RESULT_KEYS)
-        row['result'] = e.get('result', 'planned' if e['action'] != 'none' else 'unchanged')
+    outcomes = applied.outcomes if applied else {}
+    extra = applied.device_warnings if applied else {}
+    for e in plan.devices:
+        row = dict((k, list(v) if isinstance(v, tuple) else v) for k, v in e._asdict().items() if k in RESULT_KEYS)
+        row['candidates'] = [dict(c) for c in e.candidates]
+        row['warnings'] = list(e.warnings) + list(extra.get(e.address, ()))
+        row['settings'] = [{'attribute': a, 'before': b, 'after': v} for a, b, v in e.settings]
+        o = outcomes.get(e.address)
+        if o is not None:
+            row.update(result=o.result, driver_after=o.driver_after, override_after=o.override_after)
+        else:
+            row['result'] = 'planned' if e.action != 'none' or e.settings else 'unchanged'
         out.append(row)
     return out
 
@@ -92,17 +102,15 @@ def _with_facts(params, host, bus, result):
 
 
 def _plan_and_apply(params, host, run, items, bus, check_mode, may_load_modules):
-    usage = HostUsage(host.fs)
-    planner = Planner(host, bus, usage, group_policy=params['iommu_group'], force=params['force'])
-    plan = planner.plan(items)
+    dummy, plan = plan_on_host(host, bus, Request(items, params['iommu_group'], params['force']))
     running = host.fs.read_proc('sys/kernel/osrelease')
     running = running.strip() if running else host.kernel_release
-    if plan['errors']:
-        raise BindFailed('vfio_bind refused before changing anything:\n- ' + '\n- '.join(plan['errors']),
-                         {'devices': _report(plan), 'errors': plan['errors']})
-    result = {'changed': plan['changed'], 'diff': diff_of(plan), 'warnings_list': _warnings(plan, host),
+    if plan.errors:
+        raise BindFailed('vfio_bind refused before changing anything:\n- ' + '\n- '.join(plan.errors),
+                         {'devices': _report(plan), 'errors': list(plan.errors)})
+    result = {'changed': plan.changed, 'diff': diff_of(plan), 'warnings_list': _warnings(plan, host),
               'modules_loaded': [], 'desired': {'devices': desired_devices(items, _report(plan))}}
-    if check_mode or not plan['changed']:
+    if check_mode or not plan.changed:
         result['devices'] = _report(plan)
         return result
     if host.kernel_release != running:
@@ -110,17 +118,22 @@ def _plan_and_apply(params, host, run, items, bus, check_mode, may_load_modules)
                          'vfio_facts only' % (running, host.kernel_release), {'devices': _report(plan)})
     executor = Executor(host.fs, bus, run, timeout=params['timeout'], modprobe_args=modprobe_args(host),
                         may_load=may_load_modules, journal=Journal(journal_path(params)))
-    changed, failure = executor.apply(plan)
-    result.update(changed=changed, devices=_report(plan), modules_loaded=executor.loaded, diff=diff_of(plan))
-    result['warnings_list'] = _warnings(plan, host) + executor.warnings  # the executor adds warnings of its own
-    if failure:
-        result['failure'] = failure
-        raise BindFailed(_failure_message(failure), result)
+    try:
+        applied = executor.apply(plan)
+    finally:
+        host.fs.close()  # the writer process of the bounded writes
+    result.update(changed=applied.changed, devices=_report(plan, applied), modules_loaded=applied.loaded,
+                  diff=diff_of(plan, applied.outcomes))
+    result['warnings_list'] = _warnings(plan, host, applied) + applied.warnings  # the executor's own
+    if applied.failure:
+        result['failure'] = applied.failure
+        raise BindFailed(_failure_message(applied.failure), result)
     return result
 
 
-def _warnings(plan, host):
-    return [w for e in plan['devices'] for w in e['warnings']] + host.warnings()
+def _warnings(plan, host, applied=None):
+    extra = applied.device_warnings if applied else {}
+    return [w for e in plan.devices for w in list(e.warnings) + list(extra.get(e.address, ()))] + host.warnings()
 
 
 def _failure_message(f):

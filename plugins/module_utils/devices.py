@@ -101,6 +101,17 @@ def reset_and_power(opt, present):
     }
 
 
+def no_reset_reason(rec):
+    """Why the kernel cannot reset this device (a VM restart then hands it over in the state the
+    guest left it: the reason for out-of-tree reset modules such as vendor-reset), or None."""
+    methods = rec.get('reset_method')
+    if methods == [] or (methods is None and not rec.get('reset_supported')):
+        return ('the kernel has no reset method for this device (%s): a VM restart cannot reset it, so a '
+                'guest may find it in the state the previous one left'
+                % ('reset_method is empty' if methods == [] else 'no reset attribute'))
+    return None
+
+
 def scan(fs, bus):
     """Every device of the bus, keyed by address."""
     netdevs = fs.class_index('net')

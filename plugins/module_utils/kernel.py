@@ -118,6 +118,14 @@ class KernelFS:
         self.sysfs_path = sysfs_path
         self.procfs_path = procfs_path
         self.kmsg_path = kmsg_path
+        self._writer = None
+
+    def close(self):
+        """End the writer process of the bounded writes, if one was started (it also ends by
+        itself when this process exits)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     # -- paths -------------------------------------------------------------
     def sys(self, rel):
@@ -220,13 +228,19 @@ class KernelFS:
     def write(self, rel, value, timeout=None):
         """Write value to a sysfs attribute; raise KernelError with the errno on failure.
 
-        With a timeout the write runs in a forked child: a sysfs write such as
-        ``unbind`` can block in the kernel (uninterruptibly) while a VM holds the
-        device, and a blocked thread of our own would keep Ansible's pipes open.
+        With a timeout the write runs in a child process (one :class:`BoundedWriter` per
+        KernelFS, forked once and reused): a sysfs write such as ``unbind`` can block in the
+        kernel (uninterruptibly) while a VM holds the device, and a blocked thread of our own
+        would keep Ansible's pipes open.
         """
         path = self.sys(rel)
         data = value.encode('utf-8') if not isinstance(value, bytes) else value
-        err = write_once(path, data) if timeout is None else bounded_write(path, data, timeout)
+        if timeout is None:
+            err = write_once(path, data)
+        else:
+            if self._writer is None:
+                self._writer = BoundedWriter()
+            err = self._writer.write(path, data, timeout)
         if err:
             raise KernelError('write of %r to %s failed: %s' % (value, path, os.strerror(err)), path, err)
 
@@ -284,12 +298,13 @@ def read_fd(fd):
 
 
 def _close_inherited_fds(keep):
+    keep = keep if isinstance(keep, tuple) else (keep,)
     try:
         fds = [int(x) for x in os.listdir('/proc/self/fd')]
     except (OSError, ValueError):
         fds = list(range(3, 1024))
     for fd in fds:
-        if fd > 2 and fd != keep:
+        if fd > 2 and fd not in keep:
             try:
                 os.close(fd)
             except OSError:
@@ -322,41 +337,110 @@ def unique(items):
     return out
 
 
-def bounded_write(path, data, timeout):
-    """Write data to path in a child process; return its errno (0 on success).
+class BoundedWriter:
+    """Sysfs writes with a deadline, performed by one helper process for many writes.
 
-    Raise WriteTimeout when the write has not returned within timeout seconds.
-    The child closes every inherited descriptor first, so a child stuck in the
-    kernel holds neither Ansible's pipes nor our lock.
+    The helper is forked on the first write and serves every later one (a fork per write
+    costs more than the write itself on a slow host); it closes every inherited descriptor
+    first, so a helper stuck in the kernel holds neither Ansible's pipes nor the host lock.
+    A write that has not returned within its timeout raises WriteTimeout: that helper is
+    left to finish alone and the next write starts a new one.  The helper ends when its
+    request pipe closes (``close()`` or the exit of this process).
     """
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 0
+
+    def __init__(self):
+        self.pid = None
+        self.forks = 0
+        self._req = self._rep = None
+
+    def _start(self):
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            try:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for std in (0, 1, 2):
+                    os.dup2(devnull, std)
+                _close_inherited_fds((req_r, rep_w))
+                _serve(req_r, rep_w)
+            finally:
+                os._exit(0)
+        os.close(req_r)
+        os.close(rep_w)
+        self.pid, self._req, self._rep = pid, req_w, rep_r
+        self.forks += 1
+
+    def write(self, path, data, timeout):
+        """Write data to path in the helper; return its errno (0 on success)."""
+        if self.pid is None:
+            self._start()
+        pid = self.pid
+        body = path.encode('utf-8') + b'\0' + data
         try:
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for std in (0, 1, 2):
-                os.dup2(devnull, std)
-            _close_inherited_fds(wfd)
-            code = write_once(path, data)
-            os.write(wfd, str(code).encode('ascii'))
-        finally:
-            os._exit(0)
-    os.close(wfd)
-    deadline = time.monotonic() + timeout
-    try:
+            _write_all(self._req, b'%d\n' % len(body) + body)
+        except OSError:  # the helper is gone: start another one and retry once
+            self._abandon(reap=True)
+            self._start()
+            pid = self.pid
+            _write_all(self._req, b'%d\n' % len(body) + body)
+        deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
+                self._abandon(reap=False)
                 raise WriteTimeout(path, timeout, pid)
-            ready = select.select([rfd], [], [], left)[0]
-            if ready:
+            if select.select([self._rep], [], [], left)[0]:
                 break
-        out = os.read(rfd, 32)
-    finally:
-        os.close(rfd)
-    os.waitpid(pid, 0)
-    try:
-        return int(out.decode('ascii') or errno.EIO)
-    except ValueError:
-        return errno.EIO
+        out = _read_line(self._rep)
+        try:
+            return int(out.decode('ascii'))
+        except ValueError:  # the helper died without an answer
+            self._abandon(reap=True)
+            return errno.EIO
+
+    def _abandon(self, reap):
+        for fd in (self._req, self._rep):
+            if fd is not None:
+                os.close(fd)
+        if reap and self.pid is not None:
+            os.waitpid(self.pid, 0)
+        self.pid = self._req = self._rep = None
+
+    def close(self):
+        """Let the helper end (EOF on its requests) and reap it."""
+        self._abandon(reap=True)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_line(fd):
+    out = b''
+    while not out.endswith(b'\n'):
+        b = os.read(fd, 1)
+        if not b:
+            break
+        out += b
+    return out.strip()
+
+
+def _serve(req, rep):  # pragma: no cover - runs in the helper process
+    """The helper's loop: '<length>\\n<path>\\0<data>' in, '<errno>\\n' out, until EOF."""
+    while True:
+        head = _read_line(req)
+        if not head:
+            return
+        want = int(head)
+        body = b''
+        while len(body) < want:
+            chunk = os.read(req, want - len(body))
+            if not chunk:
+                return
+            body += chunk
+        path, dummy, data = body.partition(b'\0')
+        code = write_once(path.decode('utf-8'), data)
+        _write_all(rep, b'%d\n' % code)

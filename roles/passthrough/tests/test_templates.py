@@ -21,8 +21,10 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils.sriov import run_s
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel, bind_on
 
 ROLE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The request: 0000:00:04.0 pins its driver, 0000:00:05.0 does not, 0000:00:06.0 goes back to the host.
-REQUEST = ['0000:00:05.0', {'address': '0000:00:04.0', 'driver': 'virtio_vfio_pci'},
+# The request: 0000:00:04.0 pins its driver and gives reset and power settings, 0000:00:05.0
+# does not, 0000:00:06.0 goes back to the host.
+REQUEST = ['0000:00:05.0', {'address': '0000:00:04.0', 'driver': 'virtio_vfio_pci', 'reset_method': ['flr'],
+                            'd3cold_allowed': False},
            {'address': '0000:00:06.0', 'state': 'host'}]
 
 
@@ -35,6 +37,8 @@ def engine_answers(tmp_path):
     h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
     h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
     h.add_device('0000:00:04.0', '1af4', '1041', driver='virtio_vfio_pci', override='virtio_vfio_pci')
+    with open(os.path.join(h.dev_dir('0000:00:04.0'), 'd3cold_allowed'), 'w') as f:
+        f.write('1\n')     # a PCIe port's function: the kernel shows the attribute
     h.add_device('0000:00:05.0', '8086', '10d3', driver='e1000e')
     h.add_device('0000:00:06.0', '8086', '10d3', driver='vfio-pci', override='vfio-pci')
     h.add_device('0000:3b:00.0', '8086', '10c9', driver='igb', sriov_totalvfs=8)
@@ -96,8 +100,10 @@ def test_persistence_files(tmp_path):
     assert state == {
         'format': 1, 'written_by': 'hypervisor.vfio.passthrough', 'iommu_group': 'strict', 'timeout': 10,
         'lock_timeout': 30,
-        # a driver only where the request pinned one: the engine resolves the others at boot
-        'devices': [{'address': '0000:00:04.0', 'vendor': '1af4', 'device': '1041', 'driver': 'virtio_vfio_pci'},
+        # a driver only where the request pinned one: the engine resolves the others at boot; the
+        # reset and power settings an entry gives
+        'devices': [{'address': '0000:00:04.0', 'vendor': '1af4', 'device': '1041', 'driver': 'virtio_vfio_pci',
+                     'reset_method': ['flr'], 'd3cold_allowed': False},
                     {'address': '0000:00:05.0', 'vendor': '8086', 'device': '10d3', 'driver': None}],
         'sriov': [{'pf': '0000:3b:00.0', 'numvfs': 4, 'drivers_autoprobe': False}]}
     # the template adds no rule of its own: the lists are the engine's answers as they are
@@ -105,6 +111,7 @@ def test_persistence_files(tmp_path):
     assert (state['devices'], state['sriov']) == (bind['desired']['devices'], sriov['desired']['sriov'])
     # ...and it is what the engine reads
     assert parse_state(state)['devices'][0]['driver'] == 'virtio_vfio_pci'
+    assert parse_state(state)['devices'][0]['reset_method'] == ['flr']
     unit = f['reapply.service']
     assert 'ExecStart=/usr/local/sbin/vfio-passthrough apply --state /etc/hypervisor-vfio/state.json' in unit
     assert 'TimeoutStartSec=120' in unit and 'Before=network-pre.target' in unit and 'KillMode=process' in unit
