@@ -23,6 +23,9 @@ Timed per size, interleaved round by round, medians reported:
   module   the whole module: python -m ...plugins.modules.vfio_facts <args.json> (new process,
            AnsibleModule, JSON on stdout)
   startup  python -c 'from ansible.module_utils.basic import AnsibleModule' (module-run floor)
+  floor proc  python benchmarks/_floor.py: a bare process making the floor's reads, matching the
+           vfio_pci: aliases (fnmatch, once per distinct modalias) and printing JSON
+  bare     python -c pass (the floor process's fixed part)
   lspci    lspci -vmmk -A linux-sysfs -O sysfs.path=<tree>/sys/bus/pci (a new process too);
            with kernel-module lookup ("Module:" lines) against the same Debian modules when a
            private mount namespace can overlay /lib/modules/$(uname -r), else without it.
@@ -48,6 +51,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _bench as B  # noqa: E402
+from _floor import floor  # noqa: E402
 
 AC = B.import_collection()
 
@@ -225,127 +229,8 @@ class Tree:
                                         'modprobe_config_dirs'))
 
 
-# -- the floor ---------------------------------------------------------------------------------
-# What read_device reads since the IDs come from modalias and optional entries are read only
-# when the device directory lists them (E4 + the modalias IDs, BENCHMARKS.md part 1).
-_FLOOR_ATTRS = ('modalias', 'driver_override', 'numa_node')
-_FLOOR_OPTIONAL = ('sriov_totalvfs', 'sriov_numvfs', 'sriov_drivers_autoprobe', 'reset_method', 'd3cold_allowed',
-                   'power_state', 'boot_vga')
-
-
-def _read(path):
-    """os.open/os.read until EOF/os.close: 4 syscalls (open().read() makes 9)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        chunks = []
-        while True:
-            b = os.read(fd, 65536)
-            if not b:
-                return b''.join(chunks)
-            chunks.append(b)
-    finally:
-        os.close(fd)
-
-
-def _readlink(path):
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None
-
-
-def _listdir(path):
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []
-
-
-def floor(sysfs, procfs, module_files=()):
-    """The same reads the facts make, with no interpretation: the I/O floor."""
-    devdir = sysfs + '/bus/pci/devices/'
-    out = {}
-    for addr in os.listdir(devdir):
-        b = devdir + addr + '/'
-        names = os.listdir(b)
-        present = set(names)
-        vals = [_read(b + a) for a in _FLOOR_ATTRS] + [_read(b + a) for a in _FLOOR_OPTIONAL if a in present]
-        drv = _readlink(b + 'driver') if 'driver' in present else None
-        links = (drv, _readlink(b + 'driver/module') if drv else None,
-                 _readlink(b + 'iommu_group') if 'iommu_group' in present else None,
-                 _readlink(b + 'physfn') if 'physfn' in present else None)
-        vfs = [_readlink(b + n) for n in names if n.startswith('virtfn')]
-        out[addr] = (vals, links, vfs, _listdir(b + 'net') if 'net' in present else [],
-                     _listdir(b + 'vfio-dev') if 'vfio-dev' in present else [])
-    groups = dict((g, _listdir(sysfs + '/kernel/iommu_groups/' + g + '/devices'))
-                  for g in _listdir(sysfs + '/kernel/iommu_groups'))
-    extra = (_listdir(sysfs + '/module'), _listdir(sysfs + '/class/iommu'), _read(procfs + '/cmdline'),
-             _read(procfs + '/sys/kernel/osrelease'),
-             _read(sysfs + '/module/vfio/parameters/enable_unsafe_noiommu_mode'))
-    blobs = [_read(p) for p in module_files]
-    return out, groups, extra, blobs
-
-
-# A bare process doing the floor's reads, matching each device's vfio_ alias against the
-# vfio_pci: lines of modules.alias (fnmatch, fewest '*' wins, once per distinct modalias) and
-# printing the per-device result as JSON: what a lean hand-written script would do.
-FLOOR_PROC = r'''
-import fnmatch, json, os, re, sys
-sysfs, alias_file = sys.argv[1], sys.argv[2]
-def rd(p):
-    try:
-        fd = os.open(p, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        chunks = []
-        while True:
-            b = os.read(fd, 65536)
-            if not b:
-                return b''.join(chunks).decode('utf-8', 'replace').strip()
-            chunks.append(b)
-    finally:
-        os.close(fd)
-def rl(p):
-    try:
-        return os.path.basename(os.readlink(p))
-    except OSError:
-        return None
-with open(alias_file) as f:
-    pats = re.findall(r'^alias (vfio[-_]pci:\S+) (\S+)', f.read(), re.M)
-pats = [(p.replace('-', '_', 1) if p.startswith('vfio-') else p, m) for p, m in pats]
-best = {}
-devdir = sysfs + '/bus/pci/devices/'
-out = {}
-ATTRS = %r
-OPTIONAL = %r
-for addr in os.listdir(devdir):
-    b = devdir + addr + '/'
-    names = os.listdir(b)
-    present = set(names)
-    rec = dict((a, rd(b + a)) for a in ATTRS)
-    rec.update((a, rd(b + a)) for a in OPTIONAL if a in present)
-    drv = rl(b + 'driver') if 'driver' in present else None
-    rec.update(driver=drv, driver_module=rl(b + 'driver/module') if drv else None,
-               iommu_group=rl(b + 'iommu_group') if 'iommu_group' in present else None,
-               physfn=rl(b + 'physfn') if 'physfn' in present else None,
-               virtfns=[rl(b + n) for n in names if n.startswith('virtfn')],
-               net=os.listdir(b + 'net') if 'net' in present else [],
-               vfio_dev=os.listdir(b + 'vfio-dev') if 'vfio-dev' in present else [],
-               real=os.readlink(devdir + addr))
-    key = 'vfio_' + (rec['modalias'] or '')
-    if key not in best:
-        m = [(p.count('*'), mod) for p, mod in pats if fnmatch.fnmatchcase(key, p)]
-        best[key] = min(m)[1] if m else None
-    rec['vfio_module'] = best[key]
-    out[addr] = rec
-groups = dict((g, os.listdir(sysfs + '/kernel/iommu_groups/' + g + '/devices'))
-              for g in os.listdir(sysfs + '/kernel/iommu_groups'))
-sys.stdout.write(json.dumps({'devices': out, 'groups': groups}))
-''' % (_FLOOR_ATTRS, _FLOOR_OPTIONAL)
+# -- the floor: benchmarks/_floor.py (standard library only: the floor process imports it too) ----
+FLOOR_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_floor.py')
 
 
 # CPU time (user+sys) of the last process each kind ran: {name: [seconds...]}
@@ -364,8 +249,7 @@ def _proc(name, argv, **kw):
 
 
 def run_floor_proc(sysfs, alias_file):
-    return _proc('floor proc', [sys.executable, '-c', FLOOR_PROC, sysfs, alias_file], stdout=subprocess.PIPE,
-                 check=True)
+    return _proc('floor proc', [sys.executable, FLOOR_SCRIPT, sysfs, alias_file], stdout=subprocess.PIPE, check=True)
 
 
 def run_bare():

@@ -414,15 +414,15 @@ class Generator:
 def generate(root, nic=0, gpu=0, nvme=0, sriov_pf=0, vfs=4, virtio=0, state='host', release=RELEASE, name=None):
     """Build the fake host under root (which must not exist or be empty); its description."""
     g = Generator(root, release=release)
-    for _ in range(gpu):
+    for dummy in range(gpu):
         g.gpu()
-    for _ in range(nic):
+    for dummy in range(nic):
         g.nic()
-    for _ in range(nvme):
+    for dummy in range(nvme):
         g.nvme()
-    for _ in range(sriov_pf):
+    for dummy in range(sriov_pf):
         g.sriov_pf(vfs)
-    for _ in range(virtio):
+    for dummy in range(virtio):
         g.virtio()
     if state == 'vfio':
         g.to_vfio()

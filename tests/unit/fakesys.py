@@ -15,8 +15,7 @@ import os
 from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import run_bind
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import KernelError, KernelFS, WriteTimeout
-from ansible_collections.hypervisor.vfio.tools.fakehost import (  # noqa: F401 (re-exported for the tests)
-    GENERIC_VFIO_ALIAS, RELEASE, FakeHost, modalias)
+from ansible_collections.hypervisor.vfio.tools.fakehost import FakeHost
 
 
 class FakeKernel(KernelFS):
