@@ -33,6 +33,13 @@ def _int_or_none(value):
         return None
 
 
+# Attributes read_device reads when the device directory lists them (the IDs only when modalias
+# does not carry them), and the symbolic links it follows.
+_ATTRS = ('modalias', 'driver_override', 'numa_node', 'sriov_totalvfs', 'sriov_numvfs',
+          'sriov_drivers_autoprobe', 'reset_method', 'd3cold_allowed', 'power_state', 'boot_vga')
+_LINKS = ('driver', 'iommu_group', 'physfn')
+
+
 def read_device(fs, bus, address, netdevs=None):
     """One device's record.  Attributes the kernel does not expose are None.
 
@@ -43,19 +50,19 @@ def read_device(fs, bus, address, netdevs=None):
     base = bus.device_dir(address)
     entries = fs.listdir(base)
     present = set(entries)
-
-    def opt(name):
-        return fs.read_optional(base + '/' + name) if name in present else None
-
-    def link(name):
-        return fs.link_name(base + '/' + name) if name in present else None
+    attrs = fs.read_attrs(base, [a for a in _ATTRS if a in present])
+    opt = attrs.get
+    virtfns = [n for n in entries if n.startswith('virtfn')]
+    links = fs.link_names(base, [n for n in _LINKS if n in present] + virtfns)
+    link = links.get
 
     rec = {'address': address, 'bus': bus.name}
     modalias = opt('modalias')
     ids = bus.ids_from_modalias(modalias)
     if ids is None:
-        ids = dict((attr, _hex_id(opt(attr), 4)) for attr in _ID_ATTRS)
-        ids['class'] = _hex_id(opt('class'), 6)
+        extra = fs.read_attrs(base, [a for a in _ID_ATTRS + ('class',) if a in present])
+        ids = dict((attr, _hex_id(extra.get(attr), 4)) for attr in _ID_ATTRS)
+        ids['class'] = _hex_id(extra.get('class'), 6)
     rec.update(ids)
     rec['modalias'] = modalias
     rec['driver'] = link('driver')
@@ -69,7 +76,7 @@ def read_device(fs, bus, address, netdevs=None):
     autoprobe = opt('sriov_drivers_autoprobe')
     rec['sriov_drivers_autoprobe'] = None if autoprobe is None else autoprobe == '1'
     rec['physfn'] = link('physfn')
-    rec['virtfns'] = sorted((link(n) for n in entries if n.startswith('virtfn')), key=lambda a: a or '')
+    rec['virtfns'] = sorted((link(n) for n in virtfns), key=lambda a: a or '')
     if netdevs is None:
         netdevs = fs.class_index('net')
     rec['net_interfaces'] = sorted(netdevs.get(fs.link_path(base), ()))
@@ -167,9 +174,12 @@ def gather(fs, bus, resolver):
     """All the facts ``vfio_facts`` returns, as plain data."""
     devices = scan(fs, bus)
     vfio_modules = set(loaded_vfio_modules(fs))
+    chosen = {}     # modalias -> resolver.choose(): devices of one model share one answer (and its list)
     for rec in devices.values():
         if rec['modalias']:
-            module, ambiguous, cands = resolver.choose(bus.vfio_alias(rec['modalias']))
+            if rec['modalias'] not in chosen:
+                chosen[rec['modalias']] = resolver.choose(bus.vfio_alias(rec['modalias']))
+            module, ambiguous, cands = chosen[rec['modalias']]
         else:
             module, ambiguous, cands = None, False, []
         rec['vfio_module'] = module

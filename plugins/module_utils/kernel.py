@@ -167,6 +167,37 @@ class KernelFS:
         except KernelError:
             return None
 
+    def read_attrs(self, rel, names):
+        """{name: stripped text or None} of several attributes of one sysfs directory, as
+        read_optional() reads each (an absent or unreadable attribute is None): one tight loop
+        for the facts' per-device reads."""
+        base = self.sys(rel) + '/'
+        out = {}
+        for name in names:
+            try:
+                fd = os.open(base + name, os.O_RDONLY)
+            except (IOError, OSError):
+                out[name] = None
+                continue
+            try:
+                out[name] = read_fd(fd).decode('utf-8', 'replace').strip()
+            except (IOError, OSError):
+                out[name] = None
+            finally:
+                os.close(fd)
+        return out
+
+    def link_names(self, rel, names):
+        """{name: basename of the symlink's target or None} for entries of one sysfs directory."""
+        base = self.sys(rel) + '/'
+        out = {}
+        for name in names:
+            try:
+                out[name] = os.readlink(base + name).rpartition('/')[2]
+            except OSError:
+                out[name] = None
+        return out
+
     def link_name(self, rel):
         """Basename of a sysfs symlink's target (e.g. the bound driver), or None."""
         try:
