@@ -19,7 +19,7 @@ import sys
 import pytest
 import yaml
 
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import GENERIC_VFIO_ALIAS, FakeHost
+from ansible_collections.hypervisor.vfio.tools.fakehost import GENERIC_VFIO_ALIAS, FakeHost
 
 from test_templates import ROLE, ansible_playbook  # noqa: I202 (this folder's sibling test)
 

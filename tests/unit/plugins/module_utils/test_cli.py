@@ -17,7 +17,8 @@ import pytest
 from ansible_collections.hypervisor.vfio.plugins.module_utils import cli
 from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import StateError, parse_state
 from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import HostLock
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import GENERIC_VFIO_ALIAS, FakeHost, FakeKernel
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel
+from ansible_collections.hypervisor.vfio.tools.fakehost import GENERIC_VFIO_ALIAS
 
 NIC = '0000:00:04.0'
 VIRTIO = '0000:00:03.0'
