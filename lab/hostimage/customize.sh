@@ -103,6 +103,12 @@ echo "root=LABEL=$LABEL ro console=ttyS0,115200 intel_iommu=on no_timer_check" >
 in_root kernel-install add "$kver" "/boot/vmlinuz-$kver" "/boot/initrd.img-$kver"
 [[ -f "$E/loader/entries/hostimage-$kver.conf" && -f "$E/hostimage/$kver/linux" ]] \
   || { echo "kernel-install wrote no entry for $kver" >&2; ls -R "$E" >&2; exit 1; }
+# In the chroot /boot/efi is no mount point, so 90-loaderentry wrote paths from the root
+# filesystem (/boot/efi/hostimage/...); systemd-boot reads them from the ESP's root. In the
+# guest the ESP is mounted there and kernel-install writes ESP paths itself.
+sed -i -E 's#^(linux|initrd)([[:space:]]+)/boot/efi/#\1\2/#' "$E/loader/entries/hostimage-$kver.conf"
+! grep -qE '^(linux|initrd)[[:space:]]+/boot/efi/' "$E/loader/entries/hostimage-$kver.conf" \
+  || { echo "entry paths not relative to the ESP" >&2; exit 1; }
 printf 'LABEL=HOSTESP\t/boot/efi\tvfat\tumask=0077\t0\t2\n' >>"$R/etc/fstab"
 
 # A second kernel package (another ABI) for the kernel-upgrade test, installed by the test
