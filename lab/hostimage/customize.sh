@@ -109,7 +109,9 @@ in_root kernel-install add "$kver" "/boot/vmlinuz-$kver" "/boot/initrd.img-$kver
 sed -i -E 's#^(linux|initrd)([[:space:]]+)/boot/efi/#\1\2/#' "$E/loader/entries/hostimage-$kver.conf"
 ! grep -qE '^(linux|initrd)[[:space:]]+/boot/efi/' "$E/loader/entries/hostimage-$kver.conf" \
   || { echo "entry paths not relative to the ESP" >&2; exit 1; }
-printf 'LABEL=HOSTESP\t/boot/efi\tvfat\tumask=0077\t0\t2\n' >>"$R/etc/fstab"
+# A long device timeout: under TCG on a loaded machine udev's coldplug takes minutes, and the
+# default 90 s ends in emergency mode (seen here at load 17).
+printf 'LABEL=HOSTESP\t/boot/efi\tvfat\tumask=0077,x-systemd.device-timeout=900s\t0\t2\n' >>"$R/etc/fstab"
 
 # A second kernel package (another ABI) for the kernel-upgrade test, installed by the test
 # with dpkg -i from /var/cache/hostimage (no apt update under TCG, no network needed).
