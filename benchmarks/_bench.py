@@ -9,7 +9,6 @@ Nothing here writes outside a temporary directory and the repository's ``.cache/
 
 from __future__ import absolute_import, division, print_function
 
-import atexit
 import glob
 import os
 import platform
@@ -42,12 +41,9 @@ def import_collection():
     """Put a dir holding ansible_collections/hypervisor/vfio -> this checkout on sys.path."""
     global _COLLECTION_ROOT
     if _COLLECTION_ROOT is None:
-        root = tempfile.mkdtemp(prefix='vfio-bench-ac-')
-        os.makedirs(os.path.join(root, 'ansible_collections', 'hypervisor'))
-        os.symlink(REPO, os.path.join(root, 'ansible_collections', 'hypervisor', 'vfio'))
-        sys.path.insert(0, root)
-        atexit.register(shutil.rmtree, root, True)
-        _COLLECTION_ROOT = root
+        sys.path.insert(0, os.path.join(REPO, 'hack'))
+        from pytest_hv_collection import collections_path  # the one bootstrap (removed at exit)
+        _COLLECTION_ROOT = collections_path()
     return _COLLECTION_ROOT
 
 

@@ -4,7 +4,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """A/B of the facts core between two checkouts, interleaved on one fake tree.
 
-    benchmarks/ab_core.py --a /work/main --b /tmp/scratch/main [--devices 1024] [--repeats 15]
+    benchmarks/ab_core.py --a /work/main --b /tmp/scratch/main [--devices 1024] [--repeats 15] [--module]
 
 Builds one fake host (the facts_scale.py mix), starts one worker process per checkout (each
 imports its own plugins/), then asks them in turn, round after round, to time:
@@ -60,6 +60,9 @@ def main():
     ap.add_argument('--devices', type=int, default=1024)
     ap.add_argument('--repeats', type=int, default=15)
     ap.add_argument('--tmpdir', default='/dev/shm' if os.access('/dev/shm', os.W_OK) else None)
+    ap.add_argument('--module', action='store_true',
+                    help='also A/B the whole module process (python -m ...vfio_facts), CPU and wall, with '
+                         'facts_scale.py\'s startup, floor process and bare interpreter in the same rounds')
     args = ap.parse_args()
     sys.path.insert(0, HERE)
     import _bench as B
@@ -99,8 +102,54 @@ def main():
             b = [x[part] for x in rounds['B']]
             rows.append([part, B.fmt_ms(B.median(a)), B.fmt_ms(B.median(b)), '%.2f' % B.ratio_median(b, a)])
         print(B.table(['part', 'A ms', 'B ms', 'B/A'], rows))
+        if args.module:
+            print()
+            module_ab(B, tree, tmp, args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def module_ab(B, tree, tmp, args):
+    """The whole vfio_facts process of A and B, interleaved with facts_scale.py's startup,
+    floor process and bare interpreter: wall and CPU (user+sys), and the goal ratios."""
+    import facts_scale as F
+    argsfile = os.path.join(tmp, 'args.json')
+    with open(argsfile, 'w') as f:
+        json.dump({'ANSIBLE_MODULE_ARGS': tree.params()}, f)
+    roots = {}
+    for k, repo in (('A', args.a), ('B', args.b)):
+        roots[k] = os.path.join(tmp, 'ac-' + k)
+        os.makedirs(os.path.join(roots[k], 'ansible_collections', 'hypervisor'))
+        os.symlink(os.path.abspath(repo), os.path.join(roots[k], 'ansible_collections', 'hypervisor', 'vfio'))
+
+    def module(k):
+        argv = [sys.executable, '-m', 'ansible_collections.hypervisor.vfio.plugins.modules.vfio_facts', argsfile]
+        env = dict(os.environ, PYTHONPATH=roots[k])
+        return lambda: F._proc(k, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=roots[k],
+                               check=True)
+
+    out = dict((k, json.loads(module(k)()[1].stdout)['ansible_facts']) for k in ('A', 'B'))
+    print('same facts from the A and B module processes: %s' % (out['A'] == out['B']))
+    alias = os.path.join(tree.params()['modules_dir'], tree.host.release, 'modules.alias')
+    sysfs = tree.params()['sysfs_path']
+    F.PROC_CPU.clear()
+    times = B.interleaved([('A', lambda: module('A')()[0]), ('B', lambda: module('B')()[0]),
+                           ('startup', F.run_startup), ('floor proc', lambda: F.run_floor_proc(sysfs, alias)[0]),
+                           ('bare', F.run_bare)], args.repeats)
+    for k, v in F.PROC_CPU.items():
+        times[k + ' cpu'] = v[len(v) - args.repeats:]
+    rows = []
+    for suf, what in (('', 'wall'), (' cpu', 'CPU')):
+        t = dict((k, times[k + suf]) for k in ('A', 'B', 'startup', 'floor proc', 'bare'))
+        floor_own = [f - b for f, b in zip(t['floor proc'], t['bare'])]
+        row = [what] + [B.fmt_ms(B.median(t[k])) for k in ('A', 'B', 'startup', 'floor proc', 'bare')]
+        row.append('%.2f' % B.ratio_median(t['B'], t['A']))
+        for k in ('A', 'B'):
+            row.append('%.2f' % B.ratio_median([m - s for m, s in zip(t[k], t['startup'])], floor_own))
+            row.append('%.2f' % B.ratio_median(t[k], t['floor proc']))
+        rows.append(row)
+    print(B.table(['ms', 'module A', 'module B', 'startup', 'floor proc', 'bare', 'B/A',
+                   'A (mod-start)/(floor-bare)', 'A mod/floor', 'B (mod-start)/(floor-bare)', 'B mod/floor'], rows))
 
 
 if __name__ == '__main__':

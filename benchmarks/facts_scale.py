@@ -23,6 +23,9 @@ Timed per size, interleaved round by round, medians reported:
   module   the whole module: python -m ...plugins.modules.vfio_facts <args.json> (new process,
            AnsibleModule, JSON on stdout)
   startup  python -c 'from ansible.module_utils.basic import AnsibleModule' (module-run floor)
+  floor proc  python benchmarks/_floor.py: a bare process making the floor's reads, matching the
+           vfio_pci: aliases (fnmatch, once per distinct modalias) and printing JSON
+  bare     python -c pass (the floor process's fixed part)
   lspci    lspci -vmmk -A linux-sysfs -O sysfs.path=<tree>/sys/bus/pci (a new process too);
            with kernel-module lookup ("Module:" lines) against the same Debian modules when a
            private mount namespace can overlay /lib/modules/$(uname -r), else without it.
@@ -38,6 +41,7 @@ import io
 import json
 import os
 import pstats
+import resource
 import shutil
 import struct
 import subprocess
@@ -47,6 +51,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _bench as B  # noqa: E402
+from _floor import floor  # noqa: E402
 
 AC = B.import_collection()
 
@@ -224,67 +229,32 @@ class Tree:
                                         'modprobe_config_dirs'))
 
 
-# -- the floor ---------------------------------------------------------------------------------
-# What read_device reads since the IDs come from modalias and optional entries are read only
-# when the device directory lists them (E4 + the modalias IDs, BENCHMARKS.md part 1).
-_FLOOR_ATTRS = ('modalias', 'driver_override', 'numa_node')
-_FLOOR_OPTIONAL = ('sriov_totalvfs', 'sriov_numvfs', 'sriov_drivers_autoprobe')
+# -- the floor: benchmarks/_floor.py (standard library only: the floor process imports it too) ----
+FLOOR_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '_floor.py')
 
 
-def _read(path):
-    """os.open/os.read until EOF/os.close: 4 syscalls (open().read() makes 9)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        chunks = []
-        while True:
-            b = os.read(fd, 65536)
-            if not b:
-                return b''.join(chunks)
-            chunks.append(b)
-    finally:
-        os.close(fd)
+# CPU time (user+sys) of the last process each kind ran: {name: [seconds...]}
+PROC_CPU = {}
 
 
-def _readlink(path):
-    try:
-        return os.readlink(path)
-    except OSError:
-        return None
+def _proc(name, argv, **kw):
+    """subprocess.run(argv) timed: (wall seconds, completed process); its CPU time goes to PROC_CPU."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, **kw)
+    dt = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    PROC_CPU.setdefault(name, []).append((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
+    return dt, p
 
 
-def _listdir(path):
-    try:
-        return os.listdir(path)
-    except OSError:
-        return []
+def run_floor_proc(sysfs, alias_file):
+    return _proc('floor proc', [sys.executable, FLOOR_SCRIPT, sysfs, alias_file], stdout=subprocess.PIPE, check=True)
 
 
-def floor(sysfs, procfs, module_files=()):
-    """The same reads the facts make, with no interpretation: the I/O floor."""
-    devdir = sysfs + '/bus/pci/devices/'
-    out = {}
-    for addr in os.listdir(devdir):
-        b = devdir + addr + '/'
-        names = os.listdir(b)
-        present = set(names)
-        vals = [_read(b + a) for a in _FLOOR_ATTRS] + [_read(b + a) for a in _FLOOR_OPTIONAL if a in present]
-        drv = _readlink(b + 'driver') if 'driver' in present else None
-        links = (drv, _readlink(b + 'driver/module') if drv else None,
-                 _readlink(b + 'iommu_group') if 'iommu_group' in present else None,
-                 _readlink(b + 'physfn') if 'physfn' in present else None)
-        vfs = [_readlink(b + n) for n in names if n.startswith('virtfn')]
-        out[addr] = (vals, links, vfs, _listdir(b + 'net') if 'net' in present else [],
-                     _listdir(b + 'vfio-dev') if 'vfio-dev' in present else [])
-    groups = dict((g, _listdir(sysfs + '/kernel/iommu_groups/' + g + '/devices'))
-                  for g in _listdir(sysfs + '/kernel/iommu_groups'))
-    extra = (_listdir(sysfs + '/module'), _listdir(sysfs + '/class/iommu'), _read(procfs + '/cmdline'),
-             _read(procfs + '/sys/kernel/osrelease'),
-             _read(sysfs + '/module/vfio/parameters/enable_unsafe_noiommu_mode'))
-    blobs = [_read(p) for p in module_files]
-    return out, groups, extra, blobs
+def run_bare():
+    """A new interpreter doing nothing: the floor process's fixed part."""
+    return _proc('bare', [sys.executable, '-c', 'pass'], check=True)[0]
 
 
 # -- lspci -------------------------------------------------------------------------------------
@@ -349,18 +319,14 @@ def module_files(params, release):
 
 def run_module(params, argsfile):
     env = dict(os.environ, PYTHONPATH=AC, ANSIBLE_LOCAL_TEMP=os.path.dirname(argsfile))
-    t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, '-m', 'ansible_collections.hypervisor.vfio.plugins.modules.vfio_facts',
-                        argsfile], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=AC)
-    dt = time.perf_counter() - t0
-    return dt, p
+    return _proc('module', [sys.executable, '-m', 'ansible_collections.hypervisor.vfio.plugins.modules.vfio_facts',
+                            argsfile], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=AC)
 
 
 def run_startup():
     """A new interpreter importing AnsibleModule: the part of a module run no code change removes."""
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, '-c', 'from ansible.module_utils.basic import AnsibleModule'], check=True)
-    return time.perf_counter() - t0
+    return _proc('startup', [sys.executable, '-c', 'from ansible.module_utils.basic import AnsibleModule'],
+                 check=True)[0]
 
 
 def bench_size(n, tmp, modules_dir, release, repeats, lspci, with_module=True):
@@ -385,6 +351,11 @@ def bench_size(n, tmp, modules_dir, release, repeats, lspci, with_module=True):
         out = json.loads(p.stdout.decode('utf-8'))
         assert len(out['ansible_facts']['vfio']['devices']) == n, p.stderr[-2000:]
         module_json_bytes = len(p.stdout)
+        dt, fp = run_floor_proc(sysfs, files[0])
+        fout = json.loads(fp.stdout.decode('utf-8'))
+        assert len(fout['devices']) == n
+        mine = dict((a, d['vfio_module']) for a, d in out['ansible_facts']['vfio']['devices'].items())
+        assert mine == dict((a, d['vfio_module']) for a, d in fout['devices'].items()), 'floor and facts disagree'
     r = lspci.run(sysfs)
     assert r['slots'] == n and r['rc'] == 0, r
     lspci_modules = r['modules']
@@ -428,7 +399,12 @@ def bench_size(n, tmp, modules_dir, release, repeats, lspci, with_module=True):
     if with_module:
         cases.append(('module', lambda: run_module(params, argsfile)[0]))
         cases.append(('startup', run_startup))
+        cases.append(('floor proc', lambda: run_floor_proc(sysfs, files[0])[0]))
+        cases.append(('bare', run_bare))
+    PROC_CPU.clear()
     times = B.interleaved(cases, repeats)
+    for k, v in PROC_CPU.items():   # the processes of the timed rounds only (the warm-up round dropped)
+        times[k + ' cpu'] = v[len(v) - repeats:]
     for k, v in cpu.items():   # drop the warm-up round, as interleaved() does
         times[k + ' cpu'] = v[len(v) - repeats:]
     info = {'n': n, 'build_s': build, 'groups': facts['iommu']['group_count'], 'drivers': tree.counts,
@@ -487,7 +463,8 @@ def main():
             results.append((n, times, info))
             B.log('size %d done: core %s ms, floor %s ms' % (n, B.fmt_ms(B.median(times['core'])),
                                                              B.fmt_ms(B.median(times['floor']))))
-        names = ['core', 'scan', 'context', 'floor', 'floor+m', 'lspci'] + ([] if args.no_module else ['module', 'startup'])
+        names = ['core', 'scan', 'context', 'floor', 'floor+m', 'lspci'] + (
+            [] if args.no_module else ['module', 'startup', 'floor proc', 'bare'])
         print('### Median wall time (ms)')
         print()
         print(B.table(['devices'] + names,
@@ -550,6 +527,20 @@ def main():
                      B.ratio_median(t['core'], t['floor+m'])))
             print('- core faster than lspci: %s (core/lspci = %.2f)' % ('MET' if r_lspci < 1 else 'MISSED', r_lspci))
             if not args.no_module:
+                net = B.ratio_median([m - s for m, s in zip(t['module'], t['startup'])],
+                                     [f - b for f, b in zip(t['floor proc'], t['bare'])])
+                whole = B.ratio_median(t['module'], t['floor proc'])
+                print('- module process minus startup within 1.5x of the floor process minus a bare interpreter: %s '
+                      '((module - startup) / (floor proc - bare) = %.2f)' % ('MET' if net <= 1.5 else 'MISSED', net))
+                print('- whole module process within 2x of the whole floor process: %s (module / floor proc = %.2f)'
+                      % ('MET' if whole <= 2 else 'MISSED', whole))
+                net_c = B.ratio_median([m - s for m, s in zip(t['module cpu'], t['startup cpu'])],
+                                       [f - b for f, b in zip(t['floor proc cpu'], t['bare cpu'])])
+                whole_c = B.ratio_median(t['module cpu'], t['floor proc cpu'])
+                print('- the same in CPU time (user+sys of each process): net %.2f, whole %.2f (module %.0f ms, '
+                      'startup %.0f, floor proc %.0f, bare %.0f)' % (
+                          net_c, whole_c, 1e3 * B.median(t['module cpu']), 1e3 * B.median(t['startup cpu']),
+                          1e3 * B.median(t['floor proc cpu']), 1e3 * B.median(t['bare cpu'])))
                 print('- whole module faster than lspci: %s (module/lspci = %.2f)'
                       % ('yes' if B.ratio_median(t['module'], t['lspci']) < 1 else 'no',
                          B.ratio_median(t['module'], t['lspci'])))

@@ -2,23 +2,28 @@
 # -*- coding: utf-8 -*-
 # Copyright: hypervisor.vfio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Issue 8, part 4: vfio_bind's own overhead over the kernel's unbind and probe, on the lab VM.
+"""Issue 8 part 4 / issue 17 goal 2: vfio_bind's own time over the kernel's unbind and probe, on the lab VM.
 
-    LAB_NAME=bench8 LAB_EXTRA_DEVICES=16 lab/labctl up     # a private lab with 16 extra devices
-    LAB_NAME=bench8 benchmarks/kernel_overhead.py [--rounds 5] [--sizes 1,4,8,16]
+    LAB_NAME=bench8 LAB_EXTRA_DEVICES=16 LAB_CPUS=1 lab/labctl up   # a private lab with 16 extra devices
+    LAB_NAME=bench8 benchmarks/kernel_overhead.py [--rounds 3] [--sizes 1,4,8,16] [--compare main]
     LAB_NAME=bench8 lab/labctl down
 
-The module runs inside the guest as a process of its own (`python3 -m
-ansible_collections.hypervisor.vfio.plugins.modules.vfio_bind args.json`, the collection and
-ansible-core read from this checkout through the guest's view of the host filesystem), timed
-in the guest, so SSH and AnsiballZ are out of the figure.  For n of the lab's extra devices
+What is timed is the module process Ansible runs: for each number n of the lab's extra devices
 (e1000e, virtio-net 1041, pci-testdev: the module picks vfio-pci, virtio_vfio_pci, vfio_testdev)
-it binds (state=vfio) then gives back (state=host), while the guest's ftrace
-(function_graph, depth 1) times every pci_device_remove (unbind) and pci_device_probe the
-kernel runs.  own = process time - kernel time; a least-squares line own(n) = fixed + n *
-per-device gives the module's own cost per device.  Each round also times one call through
-Ansible from the controller (n=1 and the largest n) to show what the transport adds.  The lab
-is TCG-emulated: every number is many times a real host's; the shape is what carries over.
+and each state (vfio, then host), one `ansible -m hypervisor.vfio.vfio_bind` call with
+ANSIBLE_KEEP_REMOTE_FILES leaves its AnsiballZ payload (arguments inside) in the guest; each
+round then runs that payload in the guest (`python3 AnsiballZ_vfio_bind.py`), timed in the
+guest, while the guest's ftrace (function_graph, depth 1) times every pci_device_remove
+(unbind) and pci_device_probe the kernel runs.  own = process time - kernel time; a
+least-squares line own(n) = fixed + n * per-device gives the module's own cost per device, and
+own per device / kernel per device is the ratio of the goal (<= 1).  SSH and the controller
+are out of the figure; nothing is read from the host's filesystem (the payload carries the
+collection), unlike a direct run of the module's .py files over 9p.
+
+--compare REV times the collection at git revision REV of this repository (exported with `git
+archive` to a temporary directory) in the same rounds, interleaved, so that before and after
+are measured side by side.  The lab is TCG-emulated: every number is many times a real host's;
+the ratios are what carries over.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -39,57 +44,79 @@ TRACE = B.TRACE
 ANSIBLE = os.path.join(os.path.dirname(sys.executable), 'ansible')
 if not os.path.exists(ANSIBLE):
     ANSIBLE = 'ansible'
-MODULE = 'ansible_collections.hypervisor.vfio.plugins.modules.vfio_bind'
 
 
 def ssh(cmd):
     return B.labctl('ssh', cmd)
 
 
-def guest_pythonpath():
-    """A directory on the host filesystem (which the virtme-ng guest sees) holding only
-    ansible (from this interpreter's ansible-core) and ansible_collections/hypervisor/vfio."""
-    import ansible
-    root = os.path.join(B.BENCH_CACHE, 'guestpath')
-    coll = os.path.join(root, 'ansible_collections', 'hypervisor')
-    os.makedirs(coll, exist_ok=True)
-    links = {os.path.join(root, 'ansible'): os.path.dirname(ansible.__file__),
-             os.path.join(coll, 'vfio'): B.REPO}
-    for link, target in links.items():
-        if os.path.islink(link) and os.readlink(link) != target:
-            os.unlink(link)
-        if not os.path.lexists(link):
-            os.symlink(target, link)
+def export_revision(rev):
+    """A temporary copy of the repository at rev (git archive), for --compare."""
+    out = tempfile.mkdtemp(prefix='vfio-bench-rev-')
+    archive = subprocess.run(['git', '-C', B.REPO, 'archive', '--format=tar', rev], stdout=subprocess.PIPE,
+                             check=True).stdout
+    subprocess.run(['tar', '-x', '-C', out], input=archive, check=True)
+    return out
+
+
+def collection_root(repo):
+    """A temporary directory holding ansible_collections/hypervisor/vfio -> repo."""
+    root = tempfile.mkdtemp(prefix='vfio-bench-ac-')
+    os.makedirs(os.path.join(root, 'ansible_collections', 'hypervisor'))
+    os.symlink(repo, os.path.join(root, 'ansible_collections', 'hypervisor', 'vfio'))
     return root
+
+
+PAYLOADS = '/root/vfio-bench'
+
+
+def make_payload(inventory, env, devices, state, tag):
+    """Run vfio_bind through Ansible once, keeping its AnsiballZ payload in the guest as
+    PAYLOADS/<tag>.py; the call itself binds (state=vfio) or gives back (state=host)."""
+    rtmp = '/tmp/vfio-bench-rt-' + tag
+    through_ansible(inventory, dict(env, ANSIBLE_KEEP_REMOTE_FILES='1'), devices, state,
+                    ['-e', 'ansible_pipelining=false', '-e', 'ansible_remote_tmp=' + rtmp])
+    ssh('set -e; mkdir -p %(p)s; f=$(ls %(r)s/ansible-tmp-*/AnsiballZ_vfio_bind.py | head -n1); '
+        'mv "$f" %(p)s/%(t)s.py; rm -rf %(r)s' % {'p': PAYLOADS, 'r': rtmp, 't': tag})
 
 
 def trace_start():
     ssh('mountpoint -q %(t)s || mount -t tracefs nodev %(t)s; cd %(t)s && echo 0 > tracing_on && '
         'echo nop > current_tracer && echo function_graph > current_tracer && echo 1 > max_graph_depth && '
+        'echo funcgraph-abstime > trace_options && '
         'echo "pci_device_remove pci_device_probe" > set_graph_function && echo > trace && '
         'echo 1 > tracing_on' % {'t': TRACE})
 
 
 def trace_stop():
-    out = ssh('cd %(t)s && echo 0 > tracing_on && cat trace && echo nop > current_tracer && '
-              'echo > set_graph_function' % {'t': TRACE})
+    """[(function, start s, duration s)] of the kernel's unbinds and probes since trace_start."""
+    out = ssh('cd %(t)s && echo 0 > tracing_on && cat trace && echo nofuncgraph-abstime > trace_options && '
+              'echo nop > current_tracer && echo > set_graph_function' % {'t': TRACE})
     calls = []
     for line in out.splitlines():
-        # a leaf line "1234.5 us | pci_device_probe();" or, when the record was split by
-        # another event, the closing line "1234.5 us | } /* pci_device_probe */"
-        m = re.search(r'([\d.]+) us\s+\|\s+(?:\} /\* )?(pci_device_remove|pci_device_probe)(?:\(\);| \*/)', line)
+        # "<abstime> | cpu) <duration> us | pci_device_probe();" (a leaf: stamped at its entry) or,
+        # when another event split the record, the closing "... | } /* pci_device_probe */" (at its exit)
+        m = re.search(r'^\s*([\d.]+)\s*\|.*?([\d.]+) us\s+\|\s+(\} /\* )?(pci_device_remove|pci_device_probe)'
+                      r'(?:\(\);| \*/)', line)
         if m:
-            calls.append((m.group(2), float(m.group(1)) / 1e6))
+            dur = float(m.group(2)) / 1e6
+            start = float(m.group(1)) - (dur if m.group(3) else 0.0)
+            calls.append((m.group(4), start, dur))
     return calls
 
 
-def in_guest(pythonpath, devices, state):
-    """Run vfio_bind in the guest; (process seconds, result)."""
-    args = json.dumps({'ANSIBLE_MODULE_ARGS': {'devices': devices, 'state': state}})
-    out = ssh("set -e; printf '%%s' '%s' > /tmp/vfio-bench-args.json; s=$(date +%%s%%N); "
-              "PYTHONPATH=%s /usr/bin/python3 -m %s /tmp/vfio-bench-args.json > /tmp/vfio-bench-out.json || true; "
-              "e=$(date +%%s%%N); echo \"$((e - s))\"; cat /tmp/vfio-bench-out.json"
-              % (args, pythonpath, MODULE))
+def span_own(calls):
+    """The time between the first unbind/probe's start and the last one's end, minus the kernel's
+    time in them: the module's own work between its first and last device write."""
+    if not calls:
+        return 0.0
+    return max(c[1] + c[2] for c in calls) - min(c[1] for c in calls) - sum(c[2] for c in calls)
+
+
+def in_guest(tag, devices, state):
+    """Run the kept AnsiballZ payload in the guest; (process seconds, result)."""
+    out = ssh("set -e; s=$(date +%%s%%N); /usr/bin/python3 %s/%s.py > /tmp/vfio-bench-out.json || true; "
+              "e=$(date +%%s%%N); echo \"$((e - s))\"; cat /tmp/vfio-bench-out.json" % (PAYLOADS, tag))
     ns, _, body = out.partition('\n')
     res = json.loads(body[body.find('{'):])
     if res.get('failed'):
@@ -99,10 +126,10 @@ def in_guest(pythonpath, devices, state):
     return int(ns) / 1e9, res
 
 
-def through_ansible(inventory, env, devices, state):
+def through_ansible(inventory, env, devices, state, extra=()):
     args = json.dumps({'devices': devices, 'state': state})
     t0 = time.perf_counter()
-    p = subprocess.run([ANSIBLE, '-i', inventory, 'all', '-m', 'hypervisor.vfio.vfio_bind', '-a', args],
+    p = subprocess.run([ANSIBLE, '-i', inventory, 'all', '-m', 'hypervisor.vfio.vfio_bind', '-a', args] + list(extra),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env,
                        stdin=subprocess.DEVNULL)
     dt = time.perf_counter() - t0
@@ -123,8 +150,11 @@ def fit(points):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--rounds', type=int, default=5)
+    ap.add_argument('--rounds', type=int, default=3)
     ap.add_argument('--sizes', default='1,4,8,16', help='numbers of devices per call')
+    ap.add_argument('--compare', metavar='REV', help='also time the collection at this git revision')
+    ap.add_argument('--reuse-payloads', action='store_true',
+                    help='time the payloads an earlier run of the same sizes and --compare left in the guest')
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(',')]
     inventory = B.labctl('inventory').strip()
@@ -133,56 +163,67 @@ def main():
     if len(extra) < max(sizes):
         sys.exit('the lab has %d extra devices, %d needed: boot it with LAB_EXTRA_DEVICES=%d'
                  % (len(extra), max(sizes), max(sizes)))
-    pythonpath = guest_pythonpath()
-    root = B.import_collection()
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=root, ANSIBLE_HOST_KEY_CHECKING='False',
-               ANSIBLE_LOCAL_TEMP=tempfile.mkdtemp(prefix='vfio-bench-ansible-'))
-    # Start from the host drivers (give back whatever an aborted run left bound).
-    through_ansible(inventory, env, extra[:max(sizes)], 'host')
+    variants = [('HEAD', B.REPO)]
+    if args.compare:
+        variants.insert(0, (args.compare, export_revision(args.compare)))
+    local_tmp = tempfile.mkdtemp(prefix='vfio-bench-ansible-')
+    envs = dict((name, dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collection_root(repo),
+                            ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_LOCAL_TEMP=local_tmp))
+                for name, repo in variants)
+    # Start from the host drivers (give back whatever an aborted run left bound), then keep one
+    # payload per variant, size and state (each made by a real call: vfio then host).
+    through_ansible(inventory, envs['HEAD'], extra[:max(sizes)], 'host')
+    tags = dict(((name, n, state), 'v%d-%d-%s' % (vi, n, state)) for vi, (name, dummy) in enumerate(variants)
+                for n in sizes for state in ('vfio', 'host'))
+    if args.reuse_payloads:
+        ssh('cd %s && ls %s >/dev/null' % (PAYLOADS, ' '.join(t + '.py' for t in tags.values())))
+    else:
+        ssh('rm -rf %s' % PAYLOADS)
+        for name, dummy in variants:
+            for n in sizes:
+                for state in ('vfio', 'host'):
+                    make_payload(inventory, envs[name], extra[:n], state, tags[(name, n, state)])
+            B.log('payloads of %s kept in the guest' % name)
     res = {}
-    ans = {}
     for r in range(args.rounds):
         order = sizes[r % len(sizes):] + sizes[:r % len(sizes)]
         for n in order:
-            devs = extra[:n]
-            for state in ('vfio', 'host'):
-                trace_start()
-                proc, result = in_guest(pythonpath, devs, state)
-                calls = trace_stop()
-                kernel = sum(t for _, t in calls)
-                res.setdefault((n, state), []).append((proc, kernel, len(calls)))
-                B.log('round %d, %2d devices %-4s: process %.2f s, kernel %.3f s in %d calls'
-                      % (r + 1, n, state, proc, kernel, len(calls)))
-        for n in (sizes[0], sizes[-1]):
-            for state in ('vfio', 'host'):
-                ans.setdefault((n, state), []).append(through_ansible(inventory, env, extra[:n], state))
-    print('## kernel_overhead (lab %s, %d rounds, medians; module process timed in the guest)'
+            for name, dummy in (variants if r % 2 == 0 else variants[::-1]):
+                for state in ('vfio', 'host'):
+                    trace_start()
+                    proc, result = in_guest(tags[(name, n, state)], extra[:n], state)
+                    calls = trace_stop()
+                    kernel = sum(c[2] for c in calls)
+                    res.setdefault((name, n, state), []).append((proc, kernel, len(calls), span_own(calls)))
+                    B.log('round %d, %-8s %2d devices %-4s: process %.2f s, kernel %.3f s in %d calls, own between '
+                          'the first and last call %.3f s' % (r + 1, name, n, state, proc, kernel, len(calls),
+                                                              span_own(calls)))
+    print('## kernel_overhead (lab %s, %d rounds, medians; the AnsiballZ process timed in the guest)'
           % (os.environ.get('LAB_NAME', 'default'), args.rounds))
     print()
     rows, own = [], {}
-    for (n, state), xs in sorted(res.items()):
+    for (name, n, state), xs in sorted(res.items(), key=lambda kv: ([v[0] for v in variants].index(kv[0][0]),
+                                                                    kv[0][1], kv[0][2])):
         p = B.median([x[0] for x in xs])
         k = B.median([x[1] for x in xs])
-        own[(n, state)] = B.median([x[0] - x[1] for x in xs])
-        rows.append([n, state, '%.2f' % p, '%.3f' % k, xs[0][2], '%.2f' % own[(n, state)], '%.1f%%' % (100 * k / p)])
-    print(B.table(['devices', 'state', 'module process s', 'kernel unbind+probe s', 'kernel calls', 'own s',
-                   'kernel share'], rows))
+        own[(name, n, state)] = B.median([x[0] - x[1] for x in xs])
+        rows.append([name, n, state, '%.2f' % p, '%.3f' % k, xs[0][2], '%.2f' % own[(name, n, state)],
+                     '%.1f%%' % (100 * k / p)])
+    print(B.table(['collection', 'devices', 'state', 'module process s', 'kernel unbind+probe s', 'kernel calls',
+                   'own s', 'kernel share'], rows))
     print()
     rows = []
     for state in ('vfio', 'host'):
-        fixed, per = fit([(n, own[(n, state)]) for n in sizes])
-        kfixed, kper = fit([(n, B.median([x[1] for x in res[(n, state)]])) for n in sizes])
-        rows.append([state, '%.3f' % per, '%.2f' % fixed, '%.3f' % kper])
-    print(B.table(['state', 'own s per device (slope)', 'own s fixed (intercept)', 'kernel s per device (slope)'],
-                  rows))
-    print()
-    rows = []
-    for (n, state), xs in sorted(ans.items()):
-        w = B.median(xs)
-        p = B.median([x[0] for x in res[(n, state)]])
-        rows.append([n, state, '%.2f' % w, '%.2f' % p, '%.2f' % (w - p)])
-    print(B.table(['devices', 'state', 'ansible -m call s (controller)', 'module process s (guest)',
-                   'transport + AnsiballZ + controller s'], rows))
+        for name, dummy in variants:
+            fixed, per = fit([(n, own[(name, n, state)]) for n in sizes])
+            kfixed, kper = fit([(n, B.median([x[1] for x in res[(name, n, state)]])) for n in sizes])
+            sfixed, sper = fit([(n, B.median([x[3] for x in res[(name, n, state)]])) for n in sizes])
+            rows.append([state, name, '%.3f' % per, '%.2f' % fixed, '%.3f' % kper,
+                         '%.2f' % (per / kper) if kper else '-', '%.3f' % sper,
+                         '%.2f' % (sper / kper) if kper else '-'])
+    print(B.table(['state', 'collection', 'own s per device (slope)', 'own s fixed (intercept)',
+                   'kernel s per device (slope)', 'own / kernel per device', 'own s per device between writes',
+                   'that / kernel'], rows))
 
 
 if __name__ == '__main__':

@@ -9,12 +9,17 @@ first on ``sys.path``, so plain ``pytest`` from the repo root imports the collec
 as Ansible would, without installing anything and without an installed copy shadowing it.
 The folder is also exported as ``HV_VFIO_COLLECTIONS_PATH`` (use it as
 ``ANSIBLE_COLLECTIONS_PATH`` for ansible-playbook runs in tests).
+
+The one bootstrap of the collection path for Python: scripts outside pytest (benchmarks/)
+call :func:`collections_path` after putting hack/ on ``sys.path``; the folder is removed at exit.
+The shell's is hack/collection-link.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import atexit
 import os
 import shutil
 import sys
@@ -34,6 +39,13 @@ def _setup():
     os.symlink(REPO, os.path.join(parent, 'vfio'))
     sys.path.insert(0, _TMP)
     os.environ.setdefault('HV_VFIO_COLLECTIONS_PATH', _TMP)
+    atexit.register(shutil.rmtree, _TMP, True)
+
+
+def collections_path():
+    """The folder holding ansible_collections/hypervisor/vfio -> this checkout (first on sys.path)."""
+    _setup()
+    return _TMP
 
 
 def pytest_load_initial_conftests(early_config, parser, args):  # pylint: disable=unused-argument

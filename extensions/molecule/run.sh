@@ -9,8 +9,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/hv-vfio-molecule.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/collections/ansible_collections/hypervisor"
-ln -s "$repo" "$tmp/collections/ansible_collections/hypervisor/vfio"
+"$repo/hack/collection-link" "$tmp/collections"
 export ANSIBLE_COLLECTIONS_PATH="$tmp/collections"
 export ANSIBLE_HOME="$tmp/ansible-home"
 export ANSIBLE_LOCAL_TEMP="$tmp/ansible-tmp"

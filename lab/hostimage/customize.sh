@@ -1,9 +1,32 @@
 #!/usr/bin/env bash
-# mmdebstrap --customize-hook for hostimagectl build: $1 rootfs, $2 ssh public key, $3 root fs label,
-# $4 the operator account.
-# Runs on the build machine, acting only on the rootfs directory (sysfs is not mounted there).
+# mmdebstrap hooks for hostimagectl build. Runs on the build machine, acting only on the rootfs
+# directory (sysfs is not mounted there).
+#   customize.sh dracut-config ROOTFS      (--essential-hook of the sdboot flavour: dracut's
+#                                           configuration, before the kernel package is installed)
+#   customize.sh FLAVOUR ROOTFS PUBKEY LABEL OPERATOR [UPGRADE_KERNEL]   (--customize-hook)
+# FLAVOUR: grub (standalone GRUB on the ESP + initramfs-tools) or sdboot (systemd-boot +
+# kernel-install + dracut).
 set -euo pipefail
-R="$1"; PUB="$2"; LABEL="$3"; OPERATOR="$4"
+
+# dracut, sdboot flavour. The host driver of the generic device is IN the initramfs (the hard
+# case, as /etc/initramfs-tools/modules does for the grub flavour); zstd -1: the guest rebuilds
+# under TCG. Generic (hostonly=no) while the image is built in the chroot (no host to inspect);
+# customize switches the guest to hostonly=yes (only its own hardware's modules, as MODULES=dep).
+dracut_config() {
+  local R="$1"
+  mkdir -p "$R/etc/dracut.conf.d"
+  cat >"$R/etc/dracut.conf.d/10-hostimage.conf" <<'EOF'
+# hostimage: the host driver of 0000:00:05.0 (e1000e) is in the initramfs; fast compression;
+# the kernel command line comes from the boot entry (/etc/kernel/cmdline), not the initramfs.
+add_drivers+=" e1000e "
+compress="zstd -1 -q"
+hostonly_cmdline="no"
+EOF
+  echo 'hostonly="no"' >"$R/etc/dracut.conf.d/11-hostimage-hostonly.conf"
+}
+if [[ "${1:-}" == dracut-config ]]; then dracut_config "$2"; exit 0; fi
+
+FLAVOUR="$1"; R="$2"; PUB="$3"; LABEL="$4"; OPERATOR="$5"; UPGRADE_KERNEL="${6:-}"
 in_root() { chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
 
 kver=$(find "$R/lib/modules" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort -V | tail -n1)
@@ -49,6 +72,60 @@ in_root systemctl enable systemd-networkd.service >/dev/null 2>&1
 in_root systemctl mask systemd-networkd-wait-online.service apt-daily.timer \
   apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer >/dev/null 2>&1 || true
 
+if [[ "$FLAVOUR" == sdboot ]]; then
+# The hard case the role must beat: the host driver of the generic device is IN the initramfs
+# (dracut: add_drivers in /etc/dracut.conf.d/10-hostimage.conf, written before the kernel).
+[[ ! -e "$R/usr/sbin/update-initramfs" ]] || { echo "initramfs-tools is installed next to dracut" >&2; exit 1; }
+in_root lsinitrd "/boot/initrd.img-$kver" >"$R/tmp/initrd.list"
+grep -qE '/e1000e\.ko(\.xz|\.zst)?' "$R/tmp/initrd.list" \
+  || { echo "e1000e missing from the dracut initramfs" >&2; exit 1; }
+rm -f "$R/tmp/initrd.list"
+# In the guest, dracut inspects its own hardware (the build chroot has none to inspect).
+echo 'hostonly="yes"' >"$R/etc/dracut.conf.d/11-hostimage-hostonly.conf"
+
+# systemd-boot on the ESP (mounted at /boot/efi), entries written by kernel-install from
+# /etc/kernel/cmdline. Installed by hand (bootctl install wants a mounted ESP and EFI
+# variables, neither of which the build chroot has); the guest's bootctl then sees a normal
+# installation (bootctl is-installed, so Debian's zz-systemd-boot hook runs kernel-install for
+# every new kernel). A fixed entry token: entries do not depend on the machine-id made at first boot.
+E="$R/boot/efi"
+mkdir -p "$E/EFI/BOOT" "$E/EFI/systemd" "$E/loader/entries" "$E/hostimage"
+cp "$R/usr/lib/systemd/boot/efi/systemd-bootx64.efi" "$E/EFI/systemd/systemd-bootx64.efi"
+cp "$R/usr/lib/systemd/boot/efi/systemd-bootx64.efi" "$E/EFI/BOOT/BOOTX64.EFI"
+printf 'timeout 0\neditor no\n' >"$E/loader/loader.conf"
+echo type1 >"$E/loader/entries.srel"
+mkdir -p "$R/etc/kernel"
+echo hostimage >"$R/etc/kernel/entry-token"
+printf 'layout=bls\nBOOT_ROOT=/boot/efi\n' >"$R/etc/kernel/install.conf"
+# intel_iommu=on is already there; the role adds iommu=pt through this file + kernel-install.
+# no_timer_check: see the grub flavour below.
+echo "root=LABEL=$LABEL ro console=ttyS0,115200 intel_iommu=on no_timer_check" >"$R/etc/kernel/cmdline"
+in_root kernel-install add "$kver" "/boot/vmlinuz-$kver" "/boot/initrd.img-$kver"
+[[ -f "$E/loader/entries/hostimage-$kver.conf" && -f "$E/hostimage/$kver/linux" ]] \
+  || { echo "kernel-install wrote no entry for $kver" >&2; ls -R "$E" >&2; exit 1; }
+# In the chroot /boot/efi is no mount point, so 90-loaderentry wrote paths from the root
+# filesystem (/boot/efi/hostimage/...); systemd-boot reads them from the ESP's root. In the
+# guest the ESP is mounted there and kernel-install writes ESP paths itself.
+sed -i -E 's#^(linux|initrd)([[:space:]]+)/boot/efi/#\1\2/#' "$E/loader/entries/hostimage-$kver.conf"
+! grep -qE '^(linux|initrd)[[:space:]]+/boot/efi/' "$E/loader/entries/hostimage-$kver.conf" \
+  || { echo "entry paths not relative to the ESP" >&2; exit 1; }
+# A long device timeout: under TCG on a loaded machine udev's coldplug takes minutes, and the
+# default 90 s ends in emergency mode (seen here at load 17).
+printf 'LABEL=HOSTESP\t/boot/efi\tvfat\tumask=0077,x-systemd.device-timeout=900s\t0\t2\n' >>"$R/etc/fstab"
+
+# A second kernel package (another ABI) for the kernel-upgrade test, installed by the test
+# with dpkg -i from /var/cache/hostimage (no apt update under TCG, no network needed).
+if [[ -z "$UPGRADE_KERNEL" ]]; then
+  UPGRADE_KERNEL=$(in_root apt-cache --names-only search '^linux-image-6\.1\.0-[0-9]+-amd64$' \
+    | cut -d' ' -f1 | sort -V | tail -n1)
+fi
+[[ -n "$UPGRADE_KERNEL" ]] || { echo "no linux-image-6.1.0-*-amd64 in bookworm" >&2; exit 1; }
+mkdir -p "$R/var/cache/hostimage"
+in_root sh -c "cd /var/cache/hostimage && apt-get -q -o APT::Sandbox::User=root download $UPGRADE_KERNEL" >/dev/null
+ls "$R/var/cache/hostimage/${UPGRADE_KERNEL}_"*.deb >/dev/null || { echo "download of $UPGRADE_KERNEL failed" >&2; exit 1; }
+echo "$UPGRADE_KERNEL" >"$R/etc/hostimage-upgrade-kernel"
+
+else
 # The hard case the role must beat: the host driver of the generic device is IN the initramfs.
 grep -qx e1000e "$R/etc/initramfs-tools/modules" || echo e1000e >>"$R/etc/initramfs-tools/modules"
 cat >"$R/etc/initramfs-tools/conf.d/hostimage.conf" <<'EOF'
@@ -99,6 +176,8 @@ GRUB_TIMEOUT=0
 GRUB_CMDLINE_LINUX_DEFAULT=""
 GRUB_CMDLINE_LINUX="console=ttyS0,115200 intel_iommu=on no_timer_check"
 EOF
+
+fi
 
 in_root apt-get clean
 rm -rf "$R/var/lib/apt/lists/"* "$R/var/log/"*.log

@@ -10,18 +10,19 @@ __metaclass__ = type
 import os
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
+from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import desired_devices
 from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import Executor, show, under_host_lock
 from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
 from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import HostUsage
 from ansible_collections.hypervisor.vfio.plugins.module_utils.journal import (
     DEFAULT_JOURNAL, Journal, JournalError, recovery_plan)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import BUSES
-from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import (
-    Planner, diff_of, parse_request)
+from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import Request, diff_of, parse_request
+from ansible_collections.hypervisor.vfio.plugins.module_utils.snapshot import plan_on_host
 
 RESULT_KEYS = ('address', 'state', 'action', 'reason', 'module', 'driver_before', 'driver_after',
                'override_before', 'override_after', 'candidates', 'ambiguous', 'iommu_group', 'vendor',
-               'device', 'guards', 'forced', 'warnings', 'item', 'result')
+               'device', 'guards', 'forced', 'warnings', 'item', 'result', 'settings')
 
 
 class BindFailed(Exception):
@@ -32,19 +33,29 @@ class BindFailed(Exception):
         self.result = result
 
 
-def _report(plan):
+def _report(plan, applied=None):
+    """The plan's entries as result rows, with what the executor found (applied) where it ran."""
     out = []
-    for e in plan['devices']:
-        row = dict((k, e.get(k)) for k in RESULT_KEYS)
-        row['result'] = e.get('result', 'planned' if e['action'] != 'none' else 'unchanged')
+    outcomes = applied.outcomes if applied else {}
+    extra = applied.device_warnings if applied else {}
+    for e in plan.devices:
+        row = dict((k, list(v) if isinstance(v, tuple) else v) for k, v in e._asdict().items() if k in RESULT_KEYS)
+        row['candidates'] = [dict(c) for c in e.candidates]
+        row['warnings'] = list(e.warnings) + list(extra.get(e.address, ()))
+        row['settings'] = [{'attribute': a, 'before': b, 'after': v} for a, b, v in e.settings]
+        o = outcomes.get(e.address)
+        if o is not None:
+            row.update(result=o.result, driver_after=o.driver_after, override_after=o.override_after)
+        else:
+            row['result'] = 'planned' if e.action != 'none' or e.settings else 'unchanged'
         out.append(row)
     return out
 
 
-def modprobe_args(host, running_release):
+def modprobe_args(host):
+    """modprobe's -d for a modules_dir that is not /lib/modules (modprobe loads into the running
+    kernel only: the plan refuses a kernel_release that is not the running one before this)."""
     args = []
-    if host.kernel_release != running_release:
-        args += ['-S', host.kernel_release]
     if host.modules_dir.rstrip('/') != '/lib/modules' and host.modules_dir.rstrip('/').endswith('/lib/modules'):
         args += ['-d', host.modules_dir.rstrip('/')[:-len('/lib/modules')]]
     return args
@@ -62,9 +73,15 @@ def run_bind(params, host, run, check_mode=False, bus_name='pci', may_load_modul
     bus = BUSES[bus_name]
     items = parse_request(params, bus)  # bad input fails here, before anything is read
     if check_mode:
-        recovery = recover_interrupted(params, host, bus, run, check_mode=True)
-        return _with_facts(params, host, bus, _with_recovery(recovery, lambda: _plan_and_apply(
-            params, host, run, items, bus, check_mode, may_load_modules)))
+        try:
+            recovery = recover_interrupted(params, host, bus, run, check_mode=True)
+            return _with_facts(params, host, bus, _with_recovery(recovery, lambda: _plan_and_apply(
+                params, host, run, items, bus, check_mode, may_load_modules)))
+        except BindFailed as e:
+            # a refused plan still shows the host it was made against (the role validates with
+            # check mode and, when the IOMMU is off, goes on to the boot loader with these facts)
+            _with_facts(params, host, bus, e.result)
+            raise
 
     def locked():
         # a run killed half-way is repaired first, then the facts are read, all under the lock:
@@ -85,35 +102,38 @@ def _with_facts(params, host, bus, result):
 
 
 def _plan_and_apply(params, host, run, items, bus, check_mode, may_load_modules):
-    usage = HostUsage(host.fs)
-    planner = Planner(host, bus, usage, group_policy=params['iommu_group'], force=params['force'])
-    plan = planner.plan(items)
+    dummy, plan = plan_on_host(host, bus, Request(items, params['iommu_group'], params['force']))
     running = host.fs.read_proc('sys/kernel/osrelease')
     running = running.strip() if running else host.kernel_release
-    if plan['errors']:
-        raise BindFailed('vfio_bind refused before changing anything:\n- ' + '\n- '.join(plan['errors']),
-                         {'devices': _report(plan), 'errors': plan['errors']})
-    result = {'changed': plan['changed'], 'diff': diff_of(plan), 'warnings_list': _warnings(plan, host),
-              'modules_loaded': []}
-    if check_mode or not plan['changed']:
+    if plan.errors:
+        raise BindFailed('vfio_bind refused before changing anything:\n- ' + '\n- '.join(plan.errors),
+                         {'devices': _report(plan), 'errors': list(plan.errors)})
+    result = {'changed': plan.changed, 'diff': diff_of(plan), 'warnings_list': _warnings(plan, host),
+              'modules_loaded': [], 'desired': {'devices': desired_devices(items, _report(plan))}}
+    if check_mode or not plan.changed:
         result['devices'] = _report(plan)
         return result
     if host.kernel_release != running:
         raise BindFailed('vfio_bind acts on the running kernel %s; kernel_release=%s is for inspection with '
                          'vfio_facts only' % (running, host.kernel_release), {'devices': _report(plan)})
-    executor = Executor(host.fs, bus, run, timeout=params['timeout'], modprobe_args=modprobe_args(host, running),
+    executor = Executor(host.fs, bus, run, timeout=params['timeout'], modprobe_args=modprobe_args(host),
                         may_load=may_load_modules, journal=Journal(journal_path(params)))
-    changed, failure = executor.apply(plan)
-    result.update(changed=changed, devices=_report(plan), modules_loaded=executor.loaded, diff=diff_of(plan))
-    result['warnings_list'] = _warnings(plan, host) + executor.warnings  # the executor adds warnings of its own
-    if failure:
-        result['failure'] = failure
-        raise BindFailed(_failure_message(failure), result)
+    try:
+        applied = executor.apply(plan)
+    finally:
+        host.fs.close()  # the writer process of the bounded writes
+    result.update(changed=applied.changed, devices=_report(plan, applied), modules_loaded=applied.loaded,
+                  diff=diff_of(plan, applied.outcomes))
+    result['warnings_list'] = _warnings(plan, host, applied) + applied.warnings  # the executor's own
+    if applied.failure:
+        result['failure'] = applied.failure
+        raise BindFailed(_failure_message(applied.failure), result)
     return result
 
 
-def _warnings(plan, host):
-    return [w for e in plan['devices'] for w in e['warnings']] + host.warnings()
+def _warnings(plan, host, applied=None):
+    extra = applied.device_warnings if applied else {}
+    return [w for e in plan.devices for w in list(e.warnings) + list(extra.get(e.address, ()))] + host.warnings()
 
 
 def _failure_message(f):

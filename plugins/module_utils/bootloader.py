@@ -49,7 +49,10 @@ LOADER_ADDED_ARGS = ('BOOT_IMAGE', 'initrd')
 # /boot (the RHEL family's GRUB, an XBOOTLDR partition).
 ENTRY_DIRS = ('efi/loader/entries', 'boot/efi/loader/entries', 'boot/loader/entries')
 TOOL_DIRS = ('usr/sbin', 'sbin', 'usr/bin', 'bin')
-TOOLS = ('update-grub', 'grub2-mkconfig', 'grubby', 'kernel-install', 'bootctl', 'proxmox-boot-tool')
+# The tools that set kernel arguments, and the initramfs generators (whose images must carry the
+# VFIO modules and the udev rule of early binding).
+TOOLS = ('update-grub', 'grub2-mkconfig', 'grubby', 'kernel-install', 'bootctl', 'proxmox-boot-tool',
+         'update-initramfs', 'dracut')
 KERNEL_CMDLINE_FILE = 'etc/kernel/cmdline'
 PROXMOX_UUIDS_FILE = 'etc/kernel/proxmox-boot-uuids'
 GRUBENV_FILES = ('boot/grub2/grubenv', 'boot/efi/EFI/redhat/grubenv', 'boot/grub/grubenv')
@@ -167,7 +170,7 @@ def _host_path(rel):
 
 
 def find_tools(rootfs):
-    """{tool: host path or None} for the tools that set kernel arguments."""
+    """{tool: host path or None} for TOOLS."""
     found = {}
     for tool in TOOLS:
         found[tool] = None

@@ -19,8 +19,11 @@ import json
 import subprocess
 import sys
 
+from ansible_collections.hypervisor.vfio.plugins.module_utils import bootloader as boot
 from ansible_collections.hypervisor.vfio.plugins.module_utils import desired as ds
-from ansible_collections.hypervisor.vfio.plugins.module_utils.aliases import DEFAULT_MODPROBE_CONFIG_DIRS
+from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
+from ansible_collections.hypervisor.vfio.plugins.module_utils.aliases import (
+    DEFAULT_MODPROBE_CONFIG_DIRS, normalize_module)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
 from ansible_collections.hypervisor.vfio.plugins.module_utils.journal import DEFAULT_JOURNAL
@@ -43,11 +46,16 @@ EPILOG = '''commands:
   apply     bring the kernel to the desired state: VFs first, then bindings (what the boot unit runs)
   restore   give the devices of the desired state back to their host drivers (the state file stays:
             the next boot binds them again; run the role with passthrough_restore=true to undo that)
+  kernel RELEASE [ADDRESS...]
+            read only: whether an installed kernel (/lib/modules/RELEASE) ships the VFIO driver each
+            device of the desired state would get when booting it (its pinned driver, or the variant
+            resolved from that kernel's modules.alias); the role's kernel hook runs it for a new kernel
 
 exit codes:
   0  done, or nothing to do             4  another run holds the lock
-  1  a step failed (rolled back, or a   5  status/plan: the kernel differs from the desired state
-     write still pending in the kernel) 6  apply: done, but absent or changed devices were left alone
+  1  a step failed (rolled back, or a   5  status/plan: the kernel differs from the desired state;
+     write still pending in the kernel)    kernel: a device would get no VFIO driver from that kernel
+                                        6  apply: done, but absent or changed devices were left alone
   2  bad usage or state file            3  refused before any write (in-use guard, IOMMU group...)
 '''
 
@@ -92,7 +100,7 @@ def build_parser():
         description='Show and apply the VFIO bindings and SR-IOV VFs that the hypervisor.vfio.passthrough role '
                     'persisted, through the collection\'s engine: in-use guards, IOMMU group checks, bounded '
                     'sysfs writes, the host lock, rollback, and the VFIO variant resolved for the running kernel.')
-    p.add_argument('command', choices=('status', 'plan', 'apply', 'restore'))
+    p.add_argument('command', choices=('status', 'plan', 'apply', 'restore', 'kernel'))
     p.add_argument('devices', nargs='*', metavar='ADDRESS',
                    help='act on these devices or PFs of the desired state only (default: all)')
     p.add_argument('--state', default=ds.DEFAULT_PATH, help='desired state file (default: %(default)s)')
@@ -258,6 +266,45 @@ class Cli:
             self.out.line('given back to the host; %s still lists them, so the next boot binds them again'
                           % self.args.state)
         return code or (EXIT_SKIPPED if skipped else EXIT_OK)
+
+    def kernel(self):
+        """Whether kernel RELEASE ships the VFIO driver of every device of the desired state."""
+        if not self.args.devices:
+            raise ds.StateError('kernel needs the release to check, as in /lib/modules/RELEASE')
+        release = self.args.devices[0]
+        self.args.devices = self.args.devices[1:]
+        state = self.load()
+        host = HostContext(dict(self.host_params, kernel_release=release), fs=self.fs)
+        names = boot.module_names(host.modules_dir, release)
+        self.out.put('release', release)
+        if names is None:
+            raise ds.StateError('kernel %s: %s/%s/modules.dep is missing: cannot check its VFIO modules'
+                                % (release, host.modules_dir, release))
+        rows = []
+        for d in state['devices']:
+            row = {'address': d['address'], 'module': None, 'how': 'pinned', 'shipped': False}
+            if d['driver']:
+                row['module'] = normalize_module(d['driver'])
+            elif host.fs.isdir(PCI.device_dir(d['address'])):
+                modalias = devs.read_device(host.fs, PCI, d['address'])['modalias']
+                row['how'] = 'resolved'
+                row['module'] = host.resolver.choose(PCI.vfio_alias(modalias))[0] if modalias else None
+            else:
+                row['how'] = 'absent'
+            row['shipped'] = row['module'] is not None and row['module'] in names
+            rows.append(row)
+            if row['how'] == 'absent':
+                self.out.line('%s: absent from this host: not checked' % d['address'])
+            elif row['shipped']:
+                self.out.line('%s: kernel %s ships %s (%s)' % (d['address'], release, row['module'], row['how']))
+            else:
+                self.out.line('WARNING: %s: kernel %s has no %s: booting it leaves the device without its VFIO '
+                              'driver (install the module for %s, or keep booting the current kernel)' % (
+                                  d['address'], release, row['module'] or 'VFIO driver for it', release))
+        self.out.put('devices', rows)
+        for w in host.warnings():
+            self.out.line('warning: ' + w)
+        return EXIT_DIFFERS if any(r['how'] != 'absent' and not r['shipped'] for r in rows) else EXIT_OK
 
 
 def _onoff(value):

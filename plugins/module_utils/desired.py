@@ -18,7 +18,7 @@ import json
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import PCI
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import (
-    GROUP_POLICIES, RequestError, check_driver_name)
+    GROUP_POLICIES, RequestError, SETTING_KEYS, check_driver_name, reset_methods)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.sriov import parse_pfs
 
 FORMAT = 1
@@ -79,8 +79,19 @@ def parse_state(data, bus=PCI):
                 check_driver_name(driver, what + '.driver')
             except RequestError as e:
                 raise StateError(str(e))
-        out['devices'].append({'address': addr, 'vendor': _ids(d.get('vendor'), what + '.vendor'),
-                               'device': _ids(d.get('device'), what + '.device'), 'driver': driver})
+        dev = {'address': addr, 'vendor': _ids(d.get('vendor'), what + '.vendor'),
+               'device': _ids(d.get('device'), what + '.device'), 'driver': driver}
+        # the reset and power settings of the device, re-applied with its binding
+        try:
+            if d.get('reset_method') is not None:
+                dev['reset_method'] = list(reset_methods(d['reset_method'], what))
+        except RequestError as e:
+            raise StateError(str(e))
+        if d.get('d3cold_allowed') is not None:
+            if not isinstance(d['d3cold_allowed'], bool):
+                raise StateError('%s: d3cold_allowed must be true, false or null, got %r' % (what, d['d3cold_allowed']))
+            dev['d3cold_allowed'] = d['d3cold_allowed']
+        out['devices'].append(dev)
     try:
         out['sriov'] = parse_pfs(data.get('sriov', []), bus)
     except RequestError as e:
@@ -149,16 +160,39 @@ def bind_params(state, devices, host_params, give_back=False, lock_file=None):
     """vfio_bind's parameters for these state devices (to VFIO, or back to the host)."""
     items = []
     for d in devices:
-        if give_back or not d['driver']:
-            items.append(d['address'])
-        else:
-            items.append({'address': d['address'], 'driver': d['driver']})
+        item = {'address': d['address']}
+        if not give_back:
+            if d['driver']:
+                item['driver'] = d['driver']
+            item.update((k, d[k]) for k in SETTING_KEYS if d.get(k) is not None)
+        items.append(item if len(item) > 1 else d['address'])
     p = dict(host_params)
     p.update(devices=items, state='host' if give_back else 'vfio', driver=None, iommu_group=state['iommu_group'],
              force=False, timeout=state['timeout'], lock_timeout=state['lock_timeout'], return_facts=False)
     if lock_file:
         p['lock_file'] = lock_file
     return p
+
+
+def desired_devices(items, rows):
+    """The ``devices`` of the desired state from a vfio_bind plan: every device the call leaves
+    (or would leave) on VFIO, with the IDs it has and a driver only where its request entry pinned
+    one (``items`` from plan.parse_request, ``rows`` the call's per-device result); otherwise the
+    boot resolves the best VFIO variant again for the kernel that booted. The reset_method and
+    d3cold_allowed an entry gives come along."""
+    by_label = dict((item.label, item) for item in items)
+    out = []
+    for r in sorted(rows, key=lambda r: r['address']):
+        if r['state'] != 'vfio':
+            continue
+        item = by_label.get(r['item'])
+        dev = {'address': r['address'], 'vendor': r['vendor'], 'device': r['device'],
+               'driver': item.driver if item else None}
+        # the entry's reset and power settings, re-applied with the binding at boot
+        for key, value in sorted(((item.settings if item else None) or {}).items()):
+            dev[key] = list(value) if isinstance(value, tuple) else value
+        out.append(dev)
+    return out
 
 
 def sriov_params(state, lock_file):

@@ -33,6 +33,13 @@ def _int_or_none(value):
         return None
 
 
+# Attributes read_device reads when the device directory lists them (the IDs only when modalias
+# does not carry them), and the symbolic links it follows.
+_ATTRS = ('modalias', 'driver_override', 'numa_node', 'sriov_totalvfs', 'sriov_numvfs',
+          'sriov_drivers_autoprobe', 'reset_method', 'd3cold_allowed', 'power_state', 'boot_vga')
+_LINKS = ('driver', 'iommu_group', 'physfn')
+
+
 def read_device(fs, bus, address, netdevs=None):
     """One device's record.  Attributes the kernel does not expose are None.
 
@@ -43,19 +50,19 @@ def read_device(fs, bus, address, netdevs=None):
     base = bus.device_dir(address)
     entries = fs.listdir(base)
     present = set(entries)
-
-    def opt(name):
-        return fs.read_optional(base + '/' + name) if name in present else None
-
-    def link(name):
-        return fs.link_name(base + '/' + name) if name in present else None
+    attrs = fs.read_attrs(base, [a for a in _ATTRS if a in present])
+    opt = attrs.get
+    virtfns = [n for n in entries if n.startswith('virtfn')]
+    links = fs.link_names(base, [n for n in _LINKS if n in present] + virtfns)
+    link = links.get
 
     rec = {'address': address, 'bus': bus.name}
     modalias = opt('modalias')
     ids = bus.ids_from_modalias(modalias)
     if ids is None:
-        ids = dict((attr, _hex_id(opt(attr), 4)) for attr in _ID_ATTRS)
-        ids['class'] = _hex_id(opt('class'), 6)
+        extra = fs.read_attrs(base, [a for a in _ID_ATTRS + ('class',) if a in present])
+        ids = dict((attr, _hex_id(extra.get(attr), 4)) for attr in _ID_ATTRS)
+        ids['class'] = _hex_id(extra.get('class'), 6)
     rec.update(ids)
     rec['modalias'] = modalias
     rec['driver'] = link('driver')
@@ -69,7 +76,7 @@ def read_device(fs, bus, address, netdevs=None):
     autoprobe = opt('sriov_drivers_autoprobe')
     rec['sriov_drivers_autoprobe'] = None if autoprobe is None else autoprobe == '1'
     rec['physfn'] = link('physfn')
-    rec['virtfns'] = sorted((link(n) for n in entries if n.startswith('virtfn')), key=lambda a: a or '')
+    rec['virtfns'] = sorted((link(n) for n in virtfns), key=lambda a: a or '')
     if netdevs is None:
         netdevs = fs.class_index('net')
     rec['net_interfaces'] = sorted(netdevs.get(fs.link_path(base), ()))
@@ -99,6 +106,17 @@ def reset_and_power(opt, present):
         'power_state': opt('power_state'),
         'boot_vga': _flag(opt('boot_vga')),
     }
+
+
+def no_reset_reason(rec):
+    """Why the kernel cannot reset this device (a VM restart then hands it over in the state the
+    guest left it: the reason for out-of-tree reset modules such as vendor-reset), or None."""
+    methods = rec.get('reset_method')
+    if methods == [] or (methods is None and not rec.get('reset_supported')):
+        return ('the kernel has no reset method for this device (%s): a VM restart cannot reset it, so a '
+                'guest may find it in the state the previous one left'
+                % ('reset_method is empty' if methods == [] else 'no reset attribute'))
+    return None
 
 
 def scan(fs, bus):
@@ -156,9 +174,12 @@ def gather(fs, bus, resolver):
     """All the facts ``vfio_facts`` returns, as plain data."""
     devices = scan(fs, bus)
     vfio_modules = set(loaded_vfio_modules(fs))
+    chosen = {}     # modalias -> resolver.choose(): devices of one model share one answer (and its list)
     for rec in devices.values():
         if rec['modalias']:
-            module, ambiguous, cands = resolver.choose(bus.vfio_alias(rec['modalias']))
+            if rec['modalias'] not in chosen:
+                chosen[rec['modalias']] = resolver.choose(bus.vfio_alias(rec['modalias']))
+            module, ambiguous, cands = chosen[rec['modalias']]
         else:
             module, ambiguous, cands = None, False, []
         rec['vfio_module'] = module
@@ -169,10 +190,8 @@ def gather(fs, bus, resolver):
         rec['vfio_bound'] = is_vfio_driver(rec, vfio_modules)
     groups = {}
     for num, members in sorted(iommu_groups(fs).items()):
-        groups[str(num)] = {
-            'devices': members,
-            'viable': all(member_ok(devices.get(a), vfio_modules) for a in members),
-        }
+        blockers = [a for a in members if not member_ok(devices.get(a), vfio_modules)]
+        groups[str(num)] = {'devices': members, 'viable': not blockers, 'blockers': blockers}
     return devices, groups
 
 

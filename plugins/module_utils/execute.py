@@ -8,6 +8,9 @@ yet), then each device in turn: driver_override, unbind, bind, re-read the
 ``driver`` link.  When a device does not end where the plan says, it and every
 device this call already changed are put back on their previous driver and
 override, and the failure names the device, the step and the kernel's words.
+
+The plan (plan.Plan) is never edited: ``Executor.apply`` returns an :class:`Applied`
+value with an :class:`Outcome` per device it reached.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,10 +21,20 @@ import errno
 import fcntl
 import os
 import time
+from collections import namedtuple
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
 from ansible_collections.hypervisor.vfio.plugins.module_utils.journal import DONE, JournalError
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import KernelError, WriteTimeout
+
+
+# What happened to one device of a plan: result is 'changed', 'unchanged', 'pending',
+# 'rolled_back' or 'rollback_failed'; driver_after/override_after as read from the kernel.
+Outcome = namedtuple('Outcome', 'address result driver_after override_after')
+# What apply() did: changed, failure (a dict, or None), outcomes {address: Outcome} of the
+# devices it reached, drivers {module: the driver name it registers}, loaded (the modules it
+# loaded), device_warnings {address: (warning,)} beyond the plan's own, warnings of the call.
+Applied = namedtuple('Applied', 'changed failure outcomes drivers loaded device_warnings warnings')
 
 
 def show(value):
@@ -126,24 +139,34 @@ class Executor:
         self.loaded.append(module)
 
     def prepare(self, plan):
-        """Load every module the plan needs and learn the real driver names."""
-        for module in plan['modules']:
+        """Load every module the plan needs and learn the real driver names:
+        ({module: driver}, {address: [warning]})."""
+        drivers = {}
+        warnings = {}
+        for module in plan.modules:
             self.load_module(module)
             driver = devs.module_driver(self.fs, self.bus, module)
             if not driver:
                 raise StepFailed('module ' + module, 'find driver', 'module %s is loaded but registers no %s driver '
                                  '(nothing in %s); is it a VFIO driver?' % (
                                      module, self.bus.name, self.fs.sys('module/%s/drivers' % module)))
-            for e in plan['devices']:
-                if e['module'] == module and e['action'] in ('bind', 'rebind'):
-                    e.update(driver=driver, driver_known=True, driver_after=driver, override_after=driver)
-        for e in plan['devices']:
-            if e['action'] == 'restore':
-                for module in e['host_modules']:
+            drivers[module] = driver
+        for e in plan.devices:
+            if e.action == 'restore':
+                for module in e.host_modules:
                     try:
                         self.load_module(module, use_blacklist=True)
                     except StepFailed as exc:
-                        e['warnings'].append(str(exc))
+                        warnings.setdefault(e.address, []).append(str(exc))
+        return drivers, warnings
+
+    @staticmethod
+    def target(e, drivers):
+        """The entry with the driver name the loaded module registers (a new value)."""
+        driver = drivers.get(e.module) if e.action in ('bind', 'rebind') else None
+        if not driver:
+            return e
+        return e._replace(driver=driver, driver_known=True, driver_after=driver, override_after=driver)
 
     # -- steps 6-8: one kernel operation each ---------------------------------
     def _dev(self, address, attr):
@@ -187,63 +210,80 @@ class Executor:
             raise StepFailed(address, step, str(e))
 
     # -- per action ------------------------------------------------------------
-    def _to_vfio(self, e):
-        addr = e['address']
-        target = e['driver']
+    def _to_vfio(self, e, warnings):
+        addr = e.address
+        target = e.driver
         self._step(addr, 'set driver_override to %s' % target, self.set_override, addr, target)
-        drv, dummy = self.current(addr)
+        drv = self.fs.link_name(self._dev(addr, 'driver'))
         if drv and drv != target:
             self._step(addr, 'unbind from %s' % drv, self.unbind, addr, drv)
-        drv, dummy = self.current(addr)
+            drv = self.fs.link_name(self._dev(addr, 'driver'))
         if drv != target:
             # explicit bind reports the probe's errno; drivers_probe would hide it
             self._step(addr, 'bind to %s' % target, self.bind, addr, target)
-        self._verify(addr, 'verify binding', target, target)
+        return self._verify(addr, 'verify binding', target, target)
 
-    def _to_override(self, e):
-        self._step(e['address'], 'set driver_override to %s' % e['driver'], self.set_override,
-                   e['address'], e['driver'])
-        self._verify(e['address'], 'verify driver_override', e['driver'], e['driver'])
+    def _to_override(self, e, warnings):
+        self._step(e.address, 'set driver_override to %s' % e.driver, self.set_override, e.address, e.driver)
+        return self._verify(e.address, 'verify driver_override', e.driver, e.driver)
 
-    def _to_host(self, e):
-        addr = e['address']
+    def _to_host(self, e, warnings):
+        addr = e.address
         self._step(addr, 'clear driver_override', self.set_override, addr, None)
-        drv, dummy = self.current(addr)
+        drv = self.fs.link_name(self._dev(addr, 'driver'))
         if drv:
             self._step(addr, 'unbind from %s' % drv, self.unbind, addr, drv)
         self._step(addr, 'probe host drivers', self.probe, addr)
         drv, override = self.current(addr)
         if override is not None:
             raise StepFailed(addr, 'verify', 'driver_override still reads %s' % override)
-        if drv and drv == e['driver_before']:
+        if drv and drv == e.driver_before:
             raise StepFailed(addr, 'verify', 'still on VFIO driver %s after the re-probe' % drv)
         if not drv:
-            note = ('no host driver bound it; kernel has none loaded that matches %s' % ', '.join(e['host_modules'])
-                    if e['host_modules'] else 'the kernel has no host driver for it')
-            e['warnings'].append('%s left unbound: %s' % (addr, note))
+            note = ('no host driver bound it; kernel has none loaded that matches %s' % ', '.join(e.host_modules)
+                    if e.host_modules else 'the kernel has no host driver for it')
+            warnings.append('%s left unbound: %s' % (addr, note))
+        return drv, override
 
-    def _clear_override(self, e):
-        self._step(e['address'], 'clear driver_override', self.set_override, e['address'], None)
-        self._verify(e['address'], 'verify driver_override', e['driver_before'], None)
+    def _clear_override(self, e, warnings):
+        self._step(e.address, 'clear driver_override', self.set_override, e.address, None)
+        return self._verify(e.address, 'verify driver_override', e.driver_before, None)
 
     def _verify(self, address, step, driver, override):
         drv, ovr = self.current(address)
         if drv != driver or ovr != override:
             raise StepFailed(address, step, 'expected driver %s and driver_override %s, found driver %s and '
                              'driver_override %s' % (show(driver), show(override), show(drv), show(ovr)))
+        return drv, ovr
+
+    def _write_settings(self, e):
+        """The reset and power settings of the entry, each written then read back."""
+        for attr, dummy, value in e.settings:
+            rel = self._dev(e.address, attr)
+            self._step(e.address, 'set %s to %s' % (attr, value), self.fs.write, rel, value, self.timeout)
+            now = self.fs.read_optional(rel)
+            if ' '.join((now or '').split()) != value:
+                raise StepFailed(e.address, 'verify %s' % attr, 'wrote %s but %s reads %s' % (
+                    value, self.fs.sys(rel), show(now)))
 
     ACTIONS = {'bind': '_to_vfio', 'rebind': '_to_vfio', 'override': '_to_override',
                'restore': '_to_host', 'clear_override': '_clear_override'}
 
     # -- rollback -------------------------------------------------------------
     def rollback(self, e):
-        """Put a device back on its previous driver and override; return a problem or None."""
+        """Put a device back on its previous driver and override; return a problem or None.
+        ``e``: a mapping with address, driver_before and override_before (a journal record,
+        an Entry's ``_asdict()``)."""
         addr = e['address']
         want_drv, want_ovr = e['driver_before'], e['override_before']
         if not self.fs.isdir(self.bus.device_dir(addr)):
             return '%s vanished from %s (hot-unplugged?): nothing to roll back' % (
                 addr, self.fs.sys(self.bus.devices_dir()))
         try:
+            for attr, before, dummy in reversed(e.get('settings') or ()):
+                rel = self._dev(addr, attr)
+                if ' '.join((self.fs.read_optional(rel) or '').split()) != before:
+                    self.fs.write(rel, before, timeout=self.timeout)
             drv, ovr = self.current(addr)
             if ovr != want_ovr:
                 self.set_override(addr, want_ovr)
@@ -265,48 +305,60 @@ class Executor:
 
     # -- the whole plan ----------------------------------------------------------
     def apply(self, plan):
-        """Apply; return (changed, failure or None).  Each entry gets its 'result'."""
+        """Apply a plan.Plan; return an Applied (the plan is left as it is)."""
+        outcomes = {}
         try:
-            self.prepare(plan)
+            drivers, warnings = self.prepare(plan)
         except StepFailed as exc:
-            return False, {'device': exc.address, 'step': exc.step, 'error': exc.detail, 'kernel_log': [],
-                           'pending': False, 'rolled_back': [], 'rollback_problems': []}
+            return self._applied(False, {'device': exc.address, 'step': exc.step, 'error': exc.detail,
+                                         'kernel_log': [], 'pending': False, 'rolled_back': [],
+                                         'rollback_problems': []}, outcomes, {})
+        targets = [self.target(e, drivers) for e in plan.devices]
         if self.journal is not None:
             try:
-                self.journal.begin(plan)
+                self.journal.begin({'devices': [t._asdict() for t in targets]})
             except JournalError as exc:
-                return False, {'device': 'journal', 'step': 'record the transaction', 'error': str(exc),
-                               'kernel_log': [], 'pending': False, 'rolled_back': [], 'rollback_problems': []}
+                return self._applied(False, {'device': 'journal', 'step': 'record the transaction', 'error': str(exc),
+                                             'kernel_log': [], 'pending': False, 'rolled_back': [],
+                                             'rollback_problems': []}, outcomes, drivers, warnings)
         done = []
-        for e in plan['devices']:
-            method = self.ACTIONS.get(e['action'])
-            if method is None:
-                e['result'] = 'unchanged'
-                continue
-            cursor = self.fs.kernel_log_cursor()
-            try:
-                getattr(self, method)(e)
-            except StepFailed as exc:
-                log = self.fs.kernel_log_since(cursor, e['address'])
-                self.fs.close_cursor(cursor)
-                failure = self._fail(e, exc, log, done)
-                self._close_journal(failure)
-                return True, failure
-            self.fs.close_cursor(cursor)
-            e['driver_after'], e['override_after'] = self.current(e['address'])
-            e['result'] = 'changed'
-            done.append(e)
-            if self.journal is not None:
+        # one position in the kernel log for the whole call: read only when a step fails
+        cursor = self.fs.kernel_log_cursor()
+        try:
+            for e in targets:
+                method = self.ACTIONS.get(e.action)
+                if method is None and not e.settings:
+                    outcomes[e.address] = Outcome(e.address, 'unchanged', e.driver_after, e.override_after)
+                    continue
+                mine = warnings.setdefault(e.address, [])
                 try:
-                    self.journal.step(e['address'], DONE, driver_after=e['driver_after'],
-                                      override_after=e['override_after'])
-                except JournalError as exc:
-                    failure = self._fail(e, StepFailed(e['address'], 'record done in the journal', str(exc)),
-                                         [], done[:-1])
+                    # each action ends by reading the device back: (driver, driver_override)
+                    drv, ovr = getattr(self, method)(e, mine) if method else self.current(e.address)
+                    self._write_settings(e)
+                except StepFailed as exc:
+                    log = self.fs.kernel_log_since(cursor, e.address)
+                    failure = self._fail(e, exc, log, done, outcomes)
                     self._close_journal(failure)
-                    return True, failure
+                    return self._applied(True, failure, outcomes, drivers, warnings)
+                outcomes[e.address] = Outcome(e.address, 'changed', drv, ovr)
+                done.append(e)
+                if self.journal is not None:
+                    try:
+                        self.journal.step(e.address, DONE, driver_after=drv, override_after=ovr)
+                    except JournalError as exc:
+                        failure = self._fail(e, StepFailed(e.address, 'record done in the journal', str(exc)),
+                                             [], done[:-1], outcomes)
+                        self._close_journal(failure)
+                        return self._applied(True, failure, outcomes, drivers, warnings)
+        finally:
+            self.fs.close_cursor(cursor)
         self._close_journal(None)
-        return bool(done), None
+        return self._applied(bool(done), None, outcomes, drivers, warnings)
+
+    def _applied(self, changed, failure, outcomes, drivers, device_warnings=None):
+        return Applied(changed=changed, failure=failure, outcomes=outcomes, drivers=drivers,
+                       loaded=list(self.loaded), warnings=list(self.warnings),
+                       device_warnings=dict((a, tuple(w)) for a, w in (device_warnings or {}).items() if w))
 
     def _close_journal(self, failure):
         """The run is over and reported: the journal goes, unless a device is left in a state only
@@ -322,25 +374,27 @@ class Executor:
         except JournalError as exc:
             self.warnings.append(str(exc))
 
-    def _fail(self, failed, exc, log, done):
+    def _fail(self, failed, exc, log, done, outcomes):
+        """Roll back the failed device and those done before it; their outcomes are recorded."""
         problems = []
         rolled = []
         for e in [failed] + list(reversed(done)):
             if self.journal is not None:
                 try:
-                    self.journal.step(e['address'], 'rollback')
+                    self.journal.step(e.address, 'rollback')
                 except JournalError:
                     pass  # the rollback matters more than its record
             if e is failed and exc.pending:
-                problems.append('%s was not rolled back: a write is still pending in the kernel' % e['address'])
-                e['result'] = 'pending'
+                problems.append('%s was not rolled back: a write is still pending in the kernel' % e.address)
+                result = 'pending'
             else:
-                problem = self.rollback(e)
-                e['result'] = 'rollback_failed' if problem else 'rolled_back'
+                problem = self.rollback(e._asdict())
+                result = 'rollback_failed' if problem else 'rolled_back'
                 if problem:
                     problems.append(problem)
                 else:
-                    rolled.append(e['address'])
-            e['driver_after'], e['override_after'] = self.current(e['address'])
+                    rolled.append(e.address)
+            drv, ovr = self.current(e.address)
+            outcomes[e.address] = Outcome(e.address, result, drv, ovr)
         return {'device': exc.address, 'step': exc.step, 'error': exc.detail, 'kernel_log': log,
                 'pending': exc.pending, 'rolled_back': rolled, 'rollback_problems': problems}

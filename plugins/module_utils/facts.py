@@ -101,9 +101,7 @@ def reset_warnings(devices):
     for addr, rec in sorted(devices.items()):
         if not rec.get('vfio_bound') or rec.get('is_bridge'):
             continue
-        methods = rec.get('reset_method')
-        if methods == [] or (methods is None and not rec.get('reset_supported')):
-            out.append('%s: the kernel has no reset method for this device (%s): a VM restart '
-                       'cannot reset it, so a guest may find it in the state the previous one left'
-                       % (addr, 'reset_method is empty' if methods == [] else 'no reset attribute'))
+        reason = devs.no_reset_reason(rec)
+        if reason:
+            out.append('%s: %s' % (addr, reason))
     return out

@@ -20,9 +20,6 @@ import time
 
 # A PCI address as the kernel names it: domain:bus:slot.function.
 PCI_ADDRESS_RE = re.compile(r'^(?:([0-9a-fA-F]{4,8}):)?([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])\Z')
-# Module and driver names: what the kernel and kmod accept, and nothing that can
-# escape a sysfs directory (no '/', no '..', no whitespace or control characters).
-NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,62}\Z')
 
 
 class KernelError(Exception):
@@ -53,9 +50,8 @@ _PCI_MODALIAS_RE = re.compile(
 class Bus:
     """What differs between buses for the VFIO algorithm.
 
-    PCI is what the collection drives today; platform devices also expose
-    ``modalias`` and ``driver_override`` and their VFIO drivers publish
-    ``vfio_platform:`` aliases, so the bus is a parameter, not a constant.
+    The collection drives PCI; the bus's paths, address grammar and alias prefix are kept
+    together here so that the rest of the engine names none of them.
     """
 
     def __init__(self, name, address_re, bridge_classes=()):
@@ -104,8 +100,6 @@ class Bus:
 
     def normalize_address(self, address):
         """Return the canonical address, or None when it is not one of this bus."""
-        if self.name != 'pci':
-            return address if NAME_RE.match(address or '') else None
         m = PCI_ADDRESS_RE.match(address or '')
         if not m:
             return None
@@ -114,8 +108,7 @@ class Bus:
 
 
 PCI = Bus('pci', PCI_ADDRESS_RE, bridge_classes=('0604', '0609'))
-PLATFORM = Bus('platform', NAME_RE)
-BUSES = {'pci': PCI, 'platform': PLATFORM}
+BUSES = {'pci': PCI}
 
 
 class KernelFS:
@@ -125,7 +118,14 @@ class KernelFS:
         self.sysfs_path = sysfs_path
         self.procfs_path = procfs_path
         self.kmsg_path = kmsg_path
-        self.writes = 0
+        self._writer = None
+
+    def close(self):
+        """End the writer process of the bounded writes, if one was started (it also ends by
+        itself when this process exits)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     # -- paths -------------------------------------------------------------
     def sys(self, rel):
@@ -167,6 +167,37 @@ class KernelFS:
         except KernelError:
             return None
 
+    def read_attrs(self, rel, names):
+        """{name: stripped text or None} of several attributes of one sysfs directory, as
+        read_optional() reads each (an absent or unreadable attribute is None): one tight loop
+        for the facts' per-device reads."""
+        base = self.sys(rel) + '/'
+        out = {}
+        for name in names:
+            try:
+                fd = os.open(base + name, os.O_RDONLY)
+            except (IOError, OSError):
+                out[name] = None
+                continue
+            try:
+                out[name] = read_fd(fd).decode('utf-8', 'replace').strip()
+            except (IOError, OSError):
+                out[name] = None
+            finally:
+                os.close(fd)
+        return out
+
+    def link_names(self, rel, names):
+        """{name: basename of the symlink's target or None} for entries of one sysfs directory."""
+        base = self.sys(rel) + '/'
+        out = {}
+        for name in names:
+            try:
+                out[name] = os.readlink(base + name).rpartition('/')[2]
+            except OSError:
+                out[name] = None
+        return out
+
     def link_name(self, rel):
         """Basename of a sysfs symlink's target (e.g. the bound driver), or None."""
         try:
@@ -203,9 +234,6 @@ class KernelFS:
                 d = os.path.dirname(d)
         return index
 
-    def exists(self, rel):
-        return os.path.lexists(self.sys(rel))
-
     def isdir(self, rel):
         return os.path.isdir(self.sys(rel))
 
@@ -231,14 +259,19 @@ class KernelFS:
     def write(self, rel, value, timeout=None):
         """Write value to a sysfs attribute; raise KernelError with the errno on failure.
 
-        With a timeout the write runs in a forked child: a sysfs write such as
-        ``unbind`` can block in the kernel (uninterruptibly) while a VM holds the
-        device, and a blocked thread of our own would keep Ansible's pipes open.
+        With a timeout the write runs in a child process (one :class:`BoundedWriter` per
+        KernelFS, forked once and reused): a sysfs write such as ``unbind`` can block in the
+        kernel (uninterruptibly) while a VM holds the device, and a blocked thread of our own
+        would keep Ansible's pipes open.
         """
         path = self.sys(rel)
         data = value.encode('utf-8') if not isinstance(value, bytes) else value
-        self.writes += 1
-        err = write_once(path, data) if timeout is None else bounded_write(path, data, timeout)
+        if timeout is None:
+            err = write_once(path, data)
+        else:
+            if self._writer is None:
+                self._writer = BoundedWriter()
+            err = self._writer.write(path, data, timeout)
         if err:
             raise KernelError('write of %r to %s failed: %s' % (value, path, os.strerror(err)), path, err)
 
@@ -296,12 +329,13 @@ def read_fd(fd):
 
 
 def _close_inherited_fds(keep):
+    keep = keep if isinstance(keep, tuple) else (keep,)
     try:
         fds = [int(x) for x in os.listdir('/proc/self/fd')]
     except (OSError, ValueError):
         fds = list(range(3, 1024))
     for fd in fds:
-        if fd > 2 and fd != keep:
+        if fd > 2 and fd not in keep:
             try:
                 os.close(fd)
             except OSError:
@@ -334,41 +368,110 @@ def unique(items):
     return out
 
 
-def bounded_write(path, data, timeout):
-    """Write data to path in a child process; return its errno (0 on success).
+class BoundedWriter:
+    """Sysfs writes with a deadline, performed by one helper process for many writes.
 
-    Raise WriteTimeout when the write has not returned within timeout seconds.
-    The child closes every inherited descriptor first, so a child stuck in the
-    kernel holds neither Ansible's pipes nor our lock.
+    The helper is forked on the first write and serves every later one (a fork per write
+    costs more than the write itself on a slow host); it closes every inherited descriptor
+    first, so a helper stuck in the kernel holds neither Ansible's pipes nor the host lock.
+    A write that has not returned within its timeout raises WriteTimeout: that helper is
+    left to finish alone and the next write starts a new one.  The helper ends when its
+    request pipe closes (``close()`` or the exit of this process).
     """
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 0
+
+    def __init__(self):
+        self.pid = None
+        self.forks = 0
+        self._req = self._rep = None
+
+    def _start(self):
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            try:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for std in (0, 1, 2):
+                    os.dup2(devnull, std)
+                _close_inherited_fds((req_r, rep_w))
+                _serve(req_r, rep_w)
+            finally:
+                os._exit(0)
+        os.close(req_r)
+        os.close(rep_w)
+        self.pid, self._req, self._rep = pid, req_w, rep_r
+        self.forks += 1
+
+    def write(self, path, data, timeout):
+        """Write data to path in the helper; return its errno (0 on success)."""
+        if self.pid is None:
+            self._start()
+        pid = self.pid
+        body = path.encode('utf-8') + b'\0' + data
         try:
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for std in (0, 1, 2):
-                os.dup2(devnull, std)
-            _close_inherited_fds(wfd)
-            code = write_once(path, data)
-            os.write(wfd, str(code).encode('ascii'))
-        finally:
-            os._exit(0)
-    os.close(wfd)
-    deadline = time.monotonic() + timeout
-    try:
+            _write_all(self._req, b'%d\n' % len(body) + body)
+        except OSError:  # the helper is gone: start another one and retry once
+            self._abandon(reap=True)
+            self._start()
+            pid = self.pid
+            _write_all(self._req, b'%d\n' % len(body) + body)
+        deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
+                self._abandon(reap=False)
                 raise WriteTimeout(path, timeout, pid)
-            ready = select.select([rfd], [], [], left)[0]
-            if ready:
+            if select.select([self._rep], [], [], left)[0]:
                 break
-        out = os.read(rfd, 32)
-    finally:
-        os.close(rfd)
-    os.waitpid(pid, 0)
-    try:
-        return int(out.decode('ascii') or errno.EIO)
-    except ValueError:
-        return errno.EIO
+        out = _read_line(self._rep)
+        try:
+            return int(out.decode('ascii'))
+        except ValueError:  # the helper died without an answer
+            self._abandon(reap=True)
+            return errno.EIO
+
+    def _abandon(self, reap):
+        for fd in (self._req, self._rep):
+            if fd is not None:
+                os.close(fd)
+        if reap and self.pid is not None:
+            os.waitpid(self.pid, 0)
+        self.pid = self._req = self._rep = None
+
+    def close(self):
+        """Let the helper end (EOF on its requests) and reap it."""
+        self._abandon(reap=True)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_line(fd):
+    out = b''
+    while not out.endswith(b'\n'):
+        b = os.read(fd, 1)
+        if not b:
+            break
+        out += b
+    return out.strip()
+
+
+def _serve(req, rep):  # pragma: no cover - runs in the helper process
+    """The helper's loop: '<length>\\n<path>\\0<data>' in, '<errno>\\n' out, until EOF."""
+    while True:
+        head = _read_line(req)
+        if not head:
+            return
+        want = int(head)
+        body = b''
+        while len(body) < want:
+            chunk = os.read(req, want - len(body))
+            if not chunk:
+                return
+            body += chunk
+        path, dummy, data = body.partition(b'\0')
+        code = write_once(path.decode('utf-8'), data)
+        _write_all(rep, b'%d\n' % code)

@@ -3,10 +3,18 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Deciding, without writing: which devices, which driver, which action, and why.
 
-The plan is plain data.  Check mode and diff mode show it as it is; the executor
-(execute.py) carries it out.  Every invalid request and every refused device is
-collected into ``errors`` so that the task fails before the first write, naming
-all the problems at once.
+``plan(request, snapshot)`` is a pure function: it reads nothing but the snapshot of the
+host (snapshot.py reads it) and returns a :class:`Plan`, an immutable value whose
+``devices`` are :class:`Entry` values.  Check mode and diff mode show it as it is; the
+executor (execute.py) carries it out and returns outcomes, leaving the plan as it was.
+Every invalid request and every refused device is collected into ``errors`` so that the
+task fails before the first write, naming all the problems at once.
+
+A snapshot holds what every plan needs (devices, IOMMU groups, loaded modules, the alias
+index); facts only some plans need (whether a device is in use, the driver a loaded module
+registers) are read for the devices and modules a plan names: a plan made on a snapshot
+that lacks one lists it in ``needs``, and ``snapshot.plan_on_host`` reads those and plans
+again.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -14,6 +22,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
+from collections import namedtuple
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
 from ansible_collections.hypervisor.vfio.plugins.module_utils.aliases import normalize_module
@@ -27,7 +36,11 @@ DRIVER_NAME_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z')
 _HEX_RE = re.compile(r'^(?:0x)?([0-9a-fA-F]{1,6})\Z')
 SELECTOR_KEYS = ('address', 'vendor', 'device', 'subsystem_vendor', 'subsystem_device', 'class',
                  'physfn', 'iommu_group', 'current_driver')
-ITEM_KEYS = SELECTOR_KEYS + ('state', 'driver', 'optional')
+# Per-device settings written after the binding: reset methods (in the order the kernel tries
+# them) and whether the device may enter D3cold.
+SETTING_KEYS = ('reset_method', 'd3cold_allowed')
+RESET_METHODS = ('flr', 'af_flr', 'pm', 'bus', 'cxl_bus', 'device_specific')
+ITEM_KEYS = SELECTOR_KEYS + ('state', 'driver', 'optional') + SETTING_KEYS
 # Actions that write to the device.
 WRITING_ACTIONS = ('bind', 'rebind', 'override', 'restore', 'clear_override')
 # Drivers named differently from their module, for the plan before the module is loaded;
@@ -37,19 +50,28 @@ KNOWN_DRIVER_NAMES = {'vfio_pci': 'vfio-pci', 'vfio_platform': 'vfio-platform'}
 VFIO_CORES = {'pci': ('vfio_pci', 'vfio_pci_core'), 'platform': ('vfio_platform', 'vfio_platform_base')}
 
 
+# One device of a plan: what it is, what happens to it and why (tuples, never lists).
+# settings: (attribute, value before, value written) per reset/power setting to change.
+ENTRY_FIELDS = ('address', 'state', 'item', 'action', 'reason', 'module', 'driver', 'driver_known', 'candidates',
+                'ambiguous', 'iommu_group', 'vendor', 'device', 'driver_before', 'override_before', 'driver_after',
+                'override_after', 'host_modules', 'guards', 'forced', 'warnings', 'settings')
+Entry = namedtuple('Entry', ENTRY_FIELDS)
+# devices: Entry per device; modules: the VFIO modules to load; errors: why the plan is refused;
+# changed: whether it writes; needs: facts the snapshot lacked (empty for a complete plan).
+Plan = namedtuple('Plan', 'devices modules errors changed needs')
+# What vfio_bind is asked: the parsed items and the options that change the decisions.
+Request = namedtuple('Request', 'items group_policy force')
+
+
 class RequestError(ValueError):
     """The request is invalid; raised before anything is read or written."""
 
 
-class Item:
-    """One entry of ``devices``: a selector with its own state and driver pin."""
+class Item(namedtuple('Item', 'index selector state driver optional settings', defaults=(None,))):
+    """One entry of ``devices``: a selector with its own state, driver pin and settings
+    ({'reset_method': tuple of methods, 'd3cold_allowed': bool}, the keys given)."""
 
-    def __init__(self, index, selector, state, driver, optional):
-        self.index = index
-        self.selector = selector
-        self.state = state
-        self.driver = driver
-        self.optional = optional
+    __slots__ = ()
 
     @property
     def label(self):
@@ -235,9 +257,26 @@ def _parse_item(index, entry, state, driver, bus, problems):
     optional = entry.get('optional', False)
     if not isinstance(optional, bool):
         problems.append('%s: optional must be a boolean, got %r' % (where, optional))
+    settings = {}
+    if entry.get('reset_method') is not None:
+        settings['reset_method'] = problems.check(reset_methods, entry['reset_method'], where)
+    if entry.get('d3cold_allowed') is not None:
+        if not isinstance(entry['d3cold_allowed'], bool):
+            problems.append('%s: d3cold_allowed must be a boolean, got %r' % (where, entry['d3cold_allowed']))
+        settings['d3cold_allowed'] = entry['d3cold_allowed']
     if len(problems) > before:
         return None
-    return Item(index, selector, item_state, item_driver, optional)
+    return Item(index, selector, item_state, item_driver, optional, settings)
+
+
+def reset_methods(value, where):
+    """reset_method as a tuple of method names: a list, or a string of names separated by spaces."""
+    names = value.split() if isinstance(value, str) else value
+    if (not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names)
+            or any(n not in RESET_METHODS for n in names) or len(set(names)) != len(names)):
+        raise RequestError('%s: reset_method must be a non-empty list of distinct reset methods among %s, in the '
+                           'order the kernel should try them, got %r' % (where, ', '.join(RESET_METHODS), value))
+    return tuple(names)
 
 
 def _selects(selector, rec):
@@ -256,21 +295,34 @@ def _selects(selector, rec):
     return True
 
 
-class Planner:
-    """Turns a request into a plan against a snapshot of the host (no writes)."""
+class _Planner:
+    """The work of one ``plan()`` call: reads only the snapshot, writes only its own state."""
 
-    def __init__(self, host, bus, usage, group_policy='strict', force=False):
-        self.fs = host.fs
-        self.resolver = host.resolver
-        self.kernel_release = host.kernel_release
-        self.bus = bus
-        self.usage = usage
-        self.group_policy = group_policy
-        self.force = force
-        self.devices = devs.scan(self.fs, bus)
-        self.groups = devs.iommu_groups(self.fs)
-        self.vfio_modules = set(devs.loaded_vfio_modules(self.fs))
+    def __init__(self, request, snapshot):
+        self.snapshot = snapshot
+        self.resolver = snapshot.resolver
+        self.kernel_release = snapshot.kernel_release
+        self.bus = snapshot.bus
+        self.group_policy = request.group_policy
+        self.force = request.force
+        self.devices = snapshot.devices
+        self.groups = snapshot.groups
+        # grows with the candidates of each device planned, in address order
+        self.vfio_modules = set(snapshot.vfio_modules)
         self.errors = []
+        self.needs = set()
+
+    def _fact(self, key, default):
+        """A fact the snapshot holds; a missing one is recorded in ``needs`` (the plan is then
+        incomplete: read it and plan again) and stands in as ``default``."""
+        facts = self.snapshot.facts
+        if key in facts:
+            return facts[key]
+        self.needs.add(key)
+        return default
+
+    def _in_use(self, rec, kind):
+        return list(self._fact(('in_use', rec['address'], kind), ()))
 
     # -- targets -------------------------------------------------------------
     def targets(self, items):
@@ -280,7 +332,7 @@ class Planner:
             sel = item.selector
             if 'address' in sel and sel['address'] not in self.devices:
                 self.errors.append('%s: no device %s on this host (nothing at %s/%s)' % (
-                    item.label, sel['address'], self.fs.sys(self.bus.devices_dir()), sel['address']))
+                    item.label, sel['address'], self.snapshot.devices_path, sel['address']))
                 continue
             if 'physfn' in sel and sel['physfn'] not in self.devices:
                 self.errors.append('%s: physical function %s does not exist' % (item.label, sel['physfn']))
@@ -313,7 +365,7 @@ class Planner:
         if pin:
             module = normalize_module(pin)
             if not self._available(module):
-                drv_module = self.fs.link_name('%s/module' % self.bus.driver_dir(pin))
+                drv_module = self._fact(('driver_module', pin), None)
                 if drv_module:
                     module = drv_module
                 else:
@@ -357,7 +409,7 @@ class Planner:
         if generic is None or module == generic:
             return None
         deps = self.resolver.dependencies(module)
-        if core in (deps or ()) or module in self.fs.listdir('module/%s/holders' % core):
+        if core in (deps or ()) or module in self.snapshot.core_holders:
             return None
         if module == core:
             what = 'it is the VFIO library, which registers no driver'
@@ -374,11 +426,11 @@ class Planner:
                 % (module, what, generic, core, module))
 
     def _available(self, module):
-        return bool(self.resolver.availability(module)) or self.fs.isdir('module/' + module)
+        return bool(self.resolver.availability(module)) or module in self.snapshot.loaded_modules
 
     def driver_name(self, module):
         """(driver name, known): read from /sys/module when loaded, else predicted."""
-        name = devs.module_driver(self.fs, self.bus, module)
+        name = self._fact(('module_driver', module), None) if module in self.snapshot.loaded_modules else None
         if name:
             return name, True
         return KNOWN_DRIVER_NAMES.get(module, module), False
@@ -413,17 +465,21 @@ class Planner:
                              'survives a re-probe (the device is not unbound)' % (driver, driver))
         elif not rec['driver']:
             entry.update(action='bind', reason='unbound; binding to %s' % driver)
-            self._refuse_in_use(entry, rec, self.usage.gpu_reasons(  # a firmware framebuffer has no pci driver
-                rec, self.bus.device_dir(addr)))
+            self._refuse_in_use(entry, rec, self._in_use(rec, 'gpu'))  # a firmware framebuffer has no pci driver
         else:
             entry.update(action='rebind', reason='moving from %s to %s' % (rec['driver'], driver))
             self._guard(entry, rec, leaving_vfio=devs.is_vfio_driver(rec, self.vfio_modules))
         entry.update(driver_after=driver, override_after=driver)
+        no_reset = devs.no_reset_reason(rec)
+        if no_reset:
+            entry['warnings'].append('%s: %s' % (addr, no_reset))
+        self._settings(entry, rec, item)
         return entry
 
     def plan_host(self, addr, item):
         rec = self.devices[addr]
         entry = self._entry(rec, 'host', item.label)
+        self._settings(entry, rec, item)
         host_mods = []
         if rec['modalias']:
             host_mods = unique(a.module for a in self.resolver.matches(rec['modalias'])
@@ -439,21 +495,32 @@ class Planner:
                              % (rec['driver'], rec['driver_override']))
             entry['driver_after'] = rec['driver']
             return entry
-        if not rec['driver'] and not host_mods:
+        no_probe = self._no_host_probe(rec, host_mods)
+        if not rec['driver'] and (no_probe or not host_mods):
+            why = no_probe or 'kernel %s has no host driver for %s' % (self.kernel_release, rec['modalias'])
             if rec['driver_override'] is None:
-                entry.update(action='none', reason='unbound, and kernel %s has no host driver for %s'
-                             % (self.kernel_release, rec['modalias']))
+                entry.update(action='none', reason='unbound, and %s' % why)
             else:
-                entry.update(action='clear_override', reason='unbound; clearing driver_override %s (kernel %s '
-                             'has no host driver for it)' % (rec['driver_override'], self.kernel_release))
+                entry.update(action='clear_override', reason='unbound; clearing driver_override %s (%s)'
+                             % (rec['driver_override'], why))
             return entry
-        entry['driver_after'] = host_mods[0] if host_mods else None
+        entry['driver_after'] = host_mods[0] if host_mods and not no_probe else None
         entry.update(action='restore', reason='%s; giving it back to the host (%s)' % (
             'on VFIO driver %s' % rec['driver'] if rec['driver'] else 'unbound',
             ', '.join(host_mods) or 'no host driver known'))
         if rec['driver']:
             self._guard(entry, rec, leaving_vfio=True)
         return entry
+
+    def _no_host_probe(self, rec, host_mods):
+        """Why the kernel gives this device to no host driver, or None: a VF whose PF has
+        sriov_drivers_autoprobe 0 is probed only for a driver_override, never for its host
+        driver (a re-probe would be a write that changes nothing, on every run)."""
+        pf = self.devices.get(rec['physfn']) if rec.get('physfn') else None
+        if pf and pf['sriov_drivers_autoprobe'] is False:
+            return ('its PF %s has sriov_drivers_autoprobe 0, so the kernel probes no host driver (%s) for a '
+                    'VF' % (rec['physfn'], ', '.join(host_mods) or 'none known'))
+        return None
 
     def _entry(self, rec, state, label):
         return {
@@ -462,19 +529,39 @@ class Planner:
             'iommu_group': rec['iommu_group'], 'vendor': rec['vendor'], 'device': rec['device'],
             'driver_before': rec['driver'], 'override_before': rec['driver_override'],
             'driver_after': rec['driver'], 'override_after': rec['driver_override'],
-            'host_modules': [], 'guards': [], 'forced': False, 'warnings': [],
+            'host_modules': [], 'guards': [], 'forced': False, 'warnings': [], 'settings': [],
         }
+
+    def _settings(self, entry, rec, item):
+        """The reset and power settings of the item that differ from the device's: (attribute,
+        value now, value to write), in the kernel's spelling; an attribute the kernel does not
+        show for the device is an error."""
+        want = item.settings or {}
+        out = []
+        for attr in SETTING_KEYS:
+            if want.get(attr) is None:
+                continue
+            now = rec.get(attr)
+            if now is None:
+                self.errors.append('%s: %s: the kernel shows no %s attribute for it (%s), so %s cannot be set; '
+                                   'remove %s from this entry' % (
+                                       entry['item'], rec['address'], attr,
+                                       '%s/%s' % (self.snapshot.devices_path, rec['address']),
+                                       attr, attr))
+                continue
+            now = ' '.join(now) if attr == 'reset_method' else ('1' if now else '0')
+            value = ' '.join(want[attr]) if attr == 'reset_method' else ('1' if want[attr] else '0')
+            if now != value:
+                out.append((attr, now, value))
+        entry['settings'] = out
 
     def _guard(self, entry, rec, leaving_vfio):
         """Refuse to take a device the host is using (unless force); never the NIC of a live
         SSH session, force or not: that change belongs on the console."""
-        sessions = self.usage.ssh_session_reasons(rec['net_interfaces'])
-        reasons = sessions + list(self.usage.nic_reasons(rec['net_interfaces']))
-        reasons += self.usage.block_reasons(self.bus.device_dir(rec['address']))
-        if leaving_vfio:
-            reasons += self.usage.vfio_reasons(rec)
-        else:
-            reasons += self.usage.gpu_reasons(rec, self.bus.device_dir(rec['address']))
+        sessions = self._in_use(rec, 'ssh')
+        reasons = sessions + self._in_use(rec, 'nic')
+        reasons += self._in_use(rec, 'block')
+        reasons += self._in_use(rec, 'vfio' if leaving_vfio else 'gpu')
         self._refuse_in_use(entry, rec, reasons, sessions)
 
     def _refuse_in_use(self, entry, rec, reasons, sessions=()):
@@ -527,6 +614,7 @@ class Planner:
         return extra
 
     def plan(self, items):
+        """The plan as mutable dicts (``plan()`` freezes it)."""
         chosen = self.targets(items)
         entries = []
         for addr in sorted(chosen):
@@ -535,18 +623,34 @@ class Planner:
         for addr, via in self._group_check(entries, chosen):
             entries.append(self.plan_vfio(addr, Item(-1, {'address': addr}, 'vfio', None, False), via=via))
         modules = unique(e['module'] for e in entries if e['action'] in ('bind', 'rebind') and e['module'])
-        return {
-            'devices': entries,
-            'modules': modules,
-            'errors': list(self.errors),
-            'changed': any(e['action'] in WRITING_ACTIONS for e in entries),
-        }
+        return Plan(devices=tuple(_frozen(e) for e in entries), modules=tuple(modules), errors=tuple(self.errors),
+                    changed=any(e['action'] in WRITING_ACTIONS or e['settings'] for e in entries),
+                    needs=frozenset(self.needs))
 
 
-def diff_of(plan):
+def _frozen(entry):
+    """An entry dict of the planner as an Entry, its lists as tuples."""
+    return Entry(**dict((k, tuple(v) if isinstance(v, list) else v) for k, v in entry.items()))
+
+
+def plan(request, snapshot):
+    """The plan for a Request against a snapshot of the host: a pure function (no reads, no
+    writes, the arguments untouched).  ``needs`` lists the facts the snapshot lacked."""
+    return _Planner(request, snapshot).plan(request.items)
+
+
+def diff_of(plan, outcomes=None):
+    """before/after per device; after is what the outcomes (execute.Outcome by address) found
+    when the plan was applied, else what the plan expects."""
     before = {}
     after = {}
-    for e in plan['devices']:
-        before[e['address']] = {'driver': e['driver_before'], 'driver_override': e['override_before']}
-        after[e['address']] = {'driver': e['driver_after'], 'driver_override': e['override_after']}
+    outcomes = outcomes or {}
+    for e in plan.devices:
+        o = outcomes.get(e.address)
+        before[e.address] = {'driver': e.driver_before, 'driver_override': e.override_before}
+        after[e.address] = {'driver': o.driver_after if o else e.driver_after,
+                            'driver_override': o.override_after if o else e.override_after}
+        for attr, was, value in e.settings:
+            before[e.address][attr] = was
+            after[e.address][attr] = value
     return {'before': before, 'after': after}

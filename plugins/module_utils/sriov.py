@@ -288,9 +288,13 @@ def run_sriov(params, fs, check_mode=False, bus=PCI, clock=time.monotonic, sleep
     RequestError.  ``params``: pfs, force, timeout, wait_timeout, lock_file, lock_timeout."""
     items = parse_pfs(params['pfs'], bus)  # bad input fails here, before anything is read
     if check_mode:
-        return _plan_and_apply(params, fs, items, bus, True, clock, sleep)
-    return under_host_lock(params, 'vfio_sriov', SriovFailed,
-                           lambda: _plan_and_apply(params, fs, items, bus, False, clock, sleep))
+        result = _plan_and_apply(params, fs, items, bus, True, clock, sleep)
+    else:
+        result = under_host_lock(params, 'vfio_sriov', SriovFailed,
+                                 lambda: _plan_and_apply(params, fs, items, bus, False, clock, sleep))
+    # what the role persists for the boot (desired.py reads it back): the PFs as validated
+    result['desired'] = {'sriov': [dict(p) for p in items]}
+    return result
 
 
 def _plan_and_apply(params, fs, items, bus, check_mode, clock, sleep):

@@ -38,7 +38,7 @@ attributes:
     details: Returns the plan (per device action and reason) without loading modules or writing to sysfs.
   diff_mode:
     support: full
-    details: Shows each device's driver and C(driver_override) before and after.
+    details: Shows each device's driver and C(driver_override) before and after, and the reset and power settings an entry changes.
   platform:
     platforms: posix
 options:
@@ -54,6 +54,15 @@ options:
         (the driver bound now).
       - A selector entry may also carry C(state) and C(driver) for its devices, and C(optional) (bool)
         so that matching nothing is not an error.
+      - "Reset and power settings, per entry, written after the binding and read back (check mode and
+        diff show them; a device already set is not touched): C(reset_method), the reset methods the
+        kernel may use, in the order it tries them (a list or a string separated by spaces, among V(flr),
+        V(af_flr), V(pm), V(bus), V(cxl_bus), V(device_specific); the kernel refuses a method the device
+        does not support, and the task then fails naming it), and C(d3cold_allowed) (bool: whether the
+        device may enter D3cold). An attribute the kernel does not show for the device (C(reset_method)
+        needs kernel 5.15+) is an error before any write."
+      - A device handed to VFIO that the kernel cannot reset (no reset method) is bound with a warning
+        (a VM restart cannot reset it).
       - Addresses, ids and classes must be strings. YAML 1.1 reads an unquoted V(01:00.0) as the number
         60.0, V(0x10de) as 4318 and V(0300) as 192; such a number (or a boolean) is refused with the
         value to quote, never converted. Every problem of the request is reported at once.
@@ -191,6 +200,13 @@ EXAMPLES = r'''
         optional: true
     iommu_group: all
 
+- name: Bind a GPU, let the kernel reset it only by a bus reset, and keep it out of D3cold
+  hypervisor.vfio.vfio_bind:
+    devices:
+      - address: "0000:41:00.0"
+        reset_method: [bus]
+        d3cold_allowed: false
+
 - name: Mixed intents in one call
   hypervisor.vfio.vfio_bind:
     devices:
@@ -230,6 +246,16 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+desired:
+  description:
+    - The desired state this call leaves, in the form the role persists for the boot
+      (C(/etc/hypervisor-vfio/state.json), applied by C(vfio-passthrough apply)).
+    - C(devices) lists every device the call leaves (or, in check mode, would leave) on a VFIO driver, with
+      its C(vendor) and C(device) IDs and C(driver) set only where its entry pinned one (otherwise the best
+      VFIO variant is resolved again for the kernel that boots).
+  returned: success
+  type: dict
+  sample: {devices: [{address: "0000:00:03.0", vendor: "1af4", device: "1041", driver: null}]}
 devices:
   description: One entry per device acted on (including group members added by O(iommu_group=all)).
   returned: always
@@ -289,9 +315,25 @@ devices:
       description: V(unchanged), V(planned) (check mode), V(changed), V(rolled_back), V(rollback_failed), V(pending).
       type: str
     warnings:
-      description: Warnings for this device (ambiguous variant, skipped blacklisted candidate, forced guard).
+      description: Warnings for this device (ambiguous variant, skipped blacklisted candidate, forced guard,
+        no reset method).
       type: list
       elements: str
+    settings:
+      description: The reset and power settings this call changes (or would change, in check mode).
+      type: list
+      elements: dict
+      sample: [{attribute: reset_method, before: "flr bus", after: "bus"}]
+      contains:
+        attribute:
+          description: V(reset_method) or V(d3cold_allowed).
+          type: str
+        before:
+          description: The attribute as the kernel showed it (reset methods separated by spaces, V(1) or V(0)).
+          type: str
+        after:
+          description: The value written.
+          type: str
 modules_loaded:
   description: Modules this call loaded.
   returned: always

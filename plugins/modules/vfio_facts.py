@@ -141,7 +141,8 @@ ansible_facts:
             - C(entries) are the Boot Loader Specification entries found (C(id), C(path), C(title),
               C(version), C(linux), C(efi), C(options) as a list with EL8's C($kernelopts) expanded from
               grubenv, C(selected)); C(tools) maps update-grub, grub2-mkconfig, grubby, kernel-install,
-              bootctl and proxmox-boot-tool to their path or V(null); C(proxmox_boot) tells whether
+              bootctl, proxmox-boot-tool and the initramfs generators update-initramfs and dracut to their path
+              or V(null); C(proxmox_boot) tells whether
               C(/etc/kernel/proxmox-boot-uuids) exists.
           type: dict
           sample:
@@ -205,8 +206,10 @@ ansible_facts:
           description:
             - IOMMU groups keyed by number; C(devices) lists the members and C(viable) tells
               whether every non-bridge member is unbound or on a VFIO driver (or pci-stub).
+            - C(blockers) lists the members that make the group non-viable (a non-bridge member on a host
+              driver), by the same rule M(hypervisor.vfio.vfio_bind) plans with; empty when C(viable).
           type: dict
-          sample: {"3": {devices: ["0000:00:03.0"], viable: false}}
+          sample: {"3": {devices: ["0000:00:03.0", "0000:00:03.1"], viable: false, blockers: ["0000:00:03.1"]}}
         warnings:
           description: Problems that limit the facts, such as a missing modules.alias.
           type: list

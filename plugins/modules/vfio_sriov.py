@@ -132,6 +132,13 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+desired:
+  description:
+    - The PFs as validated (C(pf) a full address, C(numvfs), C(drivers_autoprobe)), in the form the role
+      persists for the boot (C(sriov) of C(/etc/hypervisor-vfio/state.json)).
+  returned: success
+  type: dict
+  sample: {sriov: [{pf: "0000:3b:00.0", numvfs: 4, drivers_autoprobe: false}]}
 pfs:
   description: One entry per physical function.
   returned: always

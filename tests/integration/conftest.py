@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -122,10 +121,8 @@ def pytest_configure(config):
 
 @pytest.fixture(scope='session')
 def collections_path():
-    d = tempfile.mkdtemp(prefix='vfio-itest-')
-    os.makedirs(os.path.join(d, 'ansible_collections', 'hypervisor'))
-    os.symlink(REPO, os.path.join(d, 'ansible_collections', 'hypervisor', 'vfio'))
-    return d
+    """The checkout as the collection (hack/pytest_hv_collection.py, loaded by pytest.ini)."""
+    return os.environ['HV_VFIO_COLLECTIONS_PATH']
 
 
 @pytest.fixture(scope='session')

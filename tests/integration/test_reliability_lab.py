@@ -140,3 +140,26 @@ def test_group_sharing_functions(lab, clean):
     assert sorted(d['address'] for d in res['devices']) == sorted(group)
     for a in group:
         assert lab.facts()['devices'][a]['vfio_bound']
+
+
+def test_reset_method_and_d3cold_allowed_on_the_real_kernel(lab, clean):
+    """The per-device settings are written after the binding and read back by the kernel, a re-run
+    writes nothing, and the original values come back when asked."""
+    generic = lab.devices['generic']
+    methods = lab.sysfs(generic, 'reset_method').split()
+    d3cold = lab.sysfs(generic, 'd3cold_allowed')
+    assert methods and d3cold in ('0', '1'), (methods, d3cold)
+    want = list(reversed(methods)) if len(methods) > 1 else methods
+    flip = d3cold != '1'
+    entry = {'address': generic, 'reset_method': want, 'd3cold_allowed': flip}
+    ok, res = lab.module('vfio_bind', {'devices': [entry]})
+    assert ok and res['changed'], res
+    assert lab.state(generic) == ('vfio-pci', 'vfio-pci')
+    assert lab.sysfs(generic, 'reset_method').split() == want
+    assert lab.sysfs(generic, 'd3cold_allowed') == ('1' if flip else '0')
+    ok, res = lab.module('vfio_bind', {'devices': [entry]})
+    assert ok and not res['changed'] and res['devices'][0]['settings'] == [], res
+    ok, res = lab.module('vfio_bind', {'devices': [{'address': generic, 'reset_method': methods,
+                                                    'd3cold_allowed': d3cold == '1'}], 'state': 'host'})
+    assert ok, res
+    assert lab.sysfs(generic, 'reset_method').split() == methods and lab.sysfs(generic, 'd3cold_allowed') == d3cold

@@ -12,23 +12,15 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ARTIFACTS = os.path.join(REPO, 'artifacts')
 
-# The checkout seen as the collection hypervisor.vfio, through a symlink in a temp folder,
-# so nothing is installed and nothing in $HOME shadows the checkout.
-COLLECTIONS = tempfile.mkdtemp(prefix='hv-vfio-report-collections-')
-os.makedirs(os.path.join(COLLECTIONS, 'ansible_collections', 'hypervisor'))
-os.symlink(REPO, os.path.join(COLLECTIONS, 'ansible_collections', 'hypervisor', 'vfio'))
-sys.path.insert(0, COLLECTIONS)
-
-
-def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(COLLECTIONS, ignore_errors=True)
+# The checkout seen as the collection hypervisor.vfio (hack/pytest_hv_collection.py, loaded by
+# pytest.ini), so nothing is installed and nothing in $HOME shadows the checkout.
+COLLECTIONS = os.environ['HV_VFIO_COLLECTIONS_PATH']
 
 
 def ansible_playbook_bin():

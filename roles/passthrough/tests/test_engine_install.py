@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: hypervisor.vfio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The engine as the role installs it on a host: plugins/module_utils copied into a package
-directory and templates/vfio-passthrough.j2 as the command, run by a Python that has no
+"""The engine as the role installs it on a host: plugins/module_utils as one zip file (the lookup
+hypervisor.vfio.engine_archive, copied in one transfer) and templates/vfio-passthrough.j2 as the command, run by a Python that has no
 Ansible (isolated mode), against a fake sysfs tree (read-only commands: status, plan)."""
 
 from __future__ import absolute_import, division, print_function
@@ -15,10 +15,12 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import jinja2
 import pytest
 
+from ansible_collections.hypervisor.vfio.plugins.lookup import engine_archive
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost
 
 ROLE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,20 +39,29 @@ def python_without_ansible():
 
 @pytest.fixture
 def installed(tmp_path):
-    """What the role's install tasks lay down: the package directory and the command."""
-    lib = tmp_path / 'lib'
-    pkg = lib / PACKAGE
-    pkg.mkdir(parents=True)
-    for src in sorted(glob.glob(os.path.join(REPO, 'plugins', 'module_utils', '*.py'))):
-        shutil.copy(src, str(pkg))
+    """What the role's install tasks lay down: the engine zip and the command."""
+    archive = engine_archive.build(os.path.join(REPO, 'plugins', 'module_utils'), str(tmp_path / 'engine.zip'))
     with open(os.path.join(ROLE, 'templates', 'vfio-passthrough.j2')) as f:
         text = jinja2.Template(f.read(), keep_trailing_newline=True).render(
-            ansible_managed='test', passthrough_files={'engine_dir': str(lib)},
-            passthrough_engine_python=python_without_ansible() or sys.executable)
+            ansible_managed='test', __passthrough_files={'engine_archive': archive},
+            __passthrough_engine_python=python_without_ansible() or sys.executable)
     cmd = tmp_path / 'vfio-passthrough'
     cmd.write_text(text)
     cmd.chmod(0o755)
     return cmd
+
+
+def test_the_archive_is_the_same_for_the_same_sources(tmp_path):
+    """Byte for byte (so the role's copy changes nothing on a re-run), and complete."""
+    src = os.path.join(REPO, 'plugins', 'module_utils')
+    a = engine_archive.build(src, str(tmp_path / 'a.zip'))
+    b = engine_archive.build(src, str(tmp_path / 'b.zip'))
+    with open(a, 'rb') as fa, open(b, 'rb') as fb:
+        assert fa.read() == fb.read()
+    with zipfile.ZipFile(a) as z:
+        names = set(z.namelist())
+    assert set(PACKAGE + '/' + os.path.basename(p) for p in glob.glob(os.path.join(src, '*.py'))) <= names
+    assert 'ansible_collections/__init__.py' in names and PACKAGE + '/__init__.py' in names
 
 
 @pytest.fixture

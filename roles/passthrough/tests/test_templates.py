@@ -17,22 +17,36 @@ import sys
 import yaml
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import parse_state
+from ansible_collections.hypervisor.vfio.plugins.module_utils.sriov import run_sriov
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel, bind_on
 
 ROLE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-BOUND = [
-    {'address': '0000:00:05.0', 'state': 'vfio', 'action': 'rebind', 'module': 'vfio_pci',
-     'driver_after': 'vfio-pci', 'vendor': '8086', 'device': '10d3'},
-    {'address': '0000:00:04.0', 'state': 'vfio', 'action': 'none', 'module': 'virtio_vfio_pci',
-     'driver_after': 'virtio_vfio_pci', 'vendor': '1af4', 'device': '1041'},
-    {'address': '0000:00:06.0', 'state': 'host', 'action': 'restore', 'module': None,
-     'driver_after': 'e1000e', 'vendor': '8086', 'device': '10d3'},
-]
-for _i, _row in enumerate(BOUND):
-    _row['item'] = 'devices[%d] (%s)' % (_i, _row['address'])
-# The request the rows come from: 0000:00:04.0 pinned its driver, 0000:00:05.0 did not.
-REQUEST = ['0000:00:05.0', {'address': '0000:00:04.0', 'driver': 'virtio_vfio_pci'},
+# The request: 0000:00:04.0 pins its driver and gives reset and power settings, 0000:00:05.0
+# does not, 0000:00:06.0 goes back to the host.
+REQUEST = ['0000:00:05.0', {'address': '0000:00:04.0', 'driver': 'virtio_vfio_pci', 'reset_method': ['flr'],
+                            'd3cold_allowed': False},
            {'address': '0000:00:06.0', 'state': 'host'}]
+
+
+def engine_answers(tmp_path):
+    """What the role's modules return for REQUEST on a fake host (the engine in check mode):
+    vfio_bind's result and vfio_sriov's."""
+    h = FakeHost(tmp_path / 'host')
+    h.add_module('vfio_pci', driver='vfio-pci', loaded=True)
+    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
+    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
+    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    h.add_device('0000:00:04.0', '1af4', '1041', driver='virtio_vfio_pci', override='virtio_vfio_pci')
+    with open(os.path.join(h.dev_dir('0000:00:04.0'), 'd3cold_allowed'), 'w') as f:
+        f.write('1\n')     # a PCIe port's function: the kernel shows the attribute
+    h.add_device('0000:00:05.0', '8086', '10d3', driver='e1000e')
+    h.add_device('0000:00:06.0', '8086', '10d3', driver='vfio-pci', override='vfio-pci')
+    h.add_device('0000:3b:00.0', '8086', '10c9', driver='igb', sriov_totalvfs=8)
+    kernel = FakeKernel(h)
+    bind = bind_on(h, kernel, check_mode=True, devices=REQUEST)
+    sriov = run_sriov({'pfs': [{'pf': '3b:00.0', 'numvfs': 4}]}, kernel, check_mode=True)
+    assert not kernel.log
+    return bind, sriov
 
 
 def ansible_playbook():
@@ -41,6 +55,7 @@ def ansible_playbook():
 
 
 def render_all(tmp_path):
+    bind, sriov = engine_answers(tmp_path)
     with open(os.path.join(ROLE, 'vars', 'main.yml')) as f:
         role_vars = yaml.safe_load(f)
     out = tmp_path / 'out'
@@ -49,14 +64,11 @@ def render_all(tmp_path):
              'reapply.service.j2', 'vfio-passthrough.j2', 'grub-dropin.cfg.j2']
     play = [{
         'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
-        'vars': dict(role_vars, passthrough_bound_devices=BOUND, passthrough_bind_items=REQUEST,
-                     passthrough_iommu_group_policy='strict', passthrough_bind_timeout=10,
-                     passthrough_boot_timeout=120,
-                     passthrough_persist="{{ passthrough_bound_devices | selectattr('state', 'eq', 'vfio') | list }}",
-                     passthrough_persist_modules="{{ passthrough_persist | map(attribute='module') | select | unique | sort }}",
-                     passthrough_persist_sriov=[{'pf': '3b:00.0', 'numvfs': 4}],
-                     passthrough_iommu_args=['intel_iommu=on', 'iommu=pt'],
-                     ansible_facts={'vfio': {'devices': {}}}),
+        'vars': dict(role_vars, __passthrough_bind=bind, __passthrough_sriov_result=sriov,
+                     passthrough_restore=False, passthrough_iommu_group_policy='strict', passthrough_bind_timeout=10,
+                     passthrough_boot_timeout=120, passthrough_iommu_vendor='auto', passthrough_iommu_pt=True,
+                     passthrough_kernel_args_extra=[],
+                     ansible_facts={'vfio': {'devices': {}, 'iommu': {'enable_args': ['intel_iommu=on']}}}),
         'tasks': [{'name': 'render ' + n, 'ansible.builtin.copy': {
             'content': "{{ lookup('ansible.builtin.template', '%s/templates/%s') }}" % (ROLE, n),
             'dest': str(out / n[:-3]), 'mode': '0644'}} for n in names],
@@ -88,16 +100,22 @@ def test_persistence_files(tmp_path):
     assert state == {
         'format': 1, 'written_by': 'hypervisor.vfio.passthrough', 'iommu_group': 'strict', 'timeout': 10,
         'lock_timeout': 30,
-        # a driver only where the request pinned one: the engine resolves the others at boot
-        'devices': [{'address': '0000:00:04.0', 'vendor': '1af4', 'device': '1041', 'driver': 'virtio_vfio_pci'},
+        # a driver only where the request pinned one: the engine resolves the others at boot; the
+        # reset and power settings an entry gives
+        'devices': [{'address': '0000:00:04.0', 'vendor': '1af4', 'device': '1041', 'driver': 'virtio_vfio_pci',
+                     'reset_method': ['flr'], 'd3cold_allowed': False},
                     {'address': '0000:00:05.0', 'vendor': '8086', 'device': '10d3', 'driver': None}],
         'sriov': [{'pf': '0000:3b:00.0', 'numvfs': 4, 'drivers_autoprobe': False}]}
+    # the template adds no rule of its own: the lists are the engine's answers as they are
+    bind, sriov = engine_answers(tmp_path / 'again')
+    assert (state['devices'], state['sriov']) == (bind['desired']['devices'], sriov['desired']['sriov'])
     # ...and it is what the engine reads
     assert parse_state(state)['devices'][0]['driver'] == 'virtio_vfio_pci'
+    assert parse_state(state)['devices'][0]['reset_method'] == ['flr']
     unit = f['reapply.service']
     assert 'ExecStart=/usr/local/sbin/vfio-passthrough apply --state /etc/hypervisor-vfio/state.json' in unit
     assert 'TimeoutStartSec=120' in unit and 'Before=network-pre.target' in unit and 'KillMode=process' in unit
-    assert 'sys.path.insert(0, "/usr/local/lib/hypervisor-vfio")' in f['vfio-passthrough']
+    assert 'sys.path.insert(0, "/usr/local/lib/hypervisor-vfio/engine.zip")' in f['vfio-passthrough']
     assert 'exec /usr/bin/python3 -I -c ' in f['vfio-passthrough']
     assert 'GRUB_CMDLINE_LINUX="${GRUB_CMDLINE_LINUX} intel_iommu=on iommu=pt"' in f['grub-dropin.cfg']
     # The device given back to the host appears nowhere.

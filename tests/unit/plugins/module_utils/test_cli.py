@@ -18,6 +18,7 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils import cli
 from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import StateError, parse_state
 from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import HostLock
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel
+from ansible_collections.hypervisor.vfio.tools.fakehost import GENERIC_VFIO_ALIAS
 
 NIC = '0000:00:04.0'
 VIRTIO = '0000:00:03.0'
@@ -218,3 +219,52 @@ def test_a_driver_override_write_blocked_on_the_device_lock_is_bounded(host, ker
     code, out = run(host, kernel, 'apply')
     assert code == cli.EXIT_FAILED and blocked == [2]
     assert 'still blocked after 2s' in out and 'set driver_override to vfio-pci' in out
+
+
+NEW = '6.12.57+deb12-amd64'
+
+
+def new_kernel(host, variant=True, builtin_vfio_pci=False):
+    """Kernel NEW installed next to the running one: vfio_pci (a module or built in), and the virtio
+    variant only when ``variant``."""
+    d = os.path.join(host.moddir, NEW)
+    os.makedirs(d)
+    aliases = [GENERIC_VFIO_ALIAS] + (['alias vfio_pci:v00001AF4d00001041sv*sd*bc*sc*i* virtio_vfio_pci'] if variant else [])
+    dep = ['kernel/drivers/net/e1000e.ko.xz:']
+    if variant:
+        dep.append('kernel/drivers/vfio/pci/virtio-vfio-pci.ko.xz: kernel/drivers/vfio/pci/vfio-pci-core.ko.xz')
+    if not builtin_vfio_pci:
+        dep.append('kernel/drivers/vfio/pci/vfio-pci.ko.xz: kernel/drivers/vfio/pci/vfio-pci-core.ko.xz')
+    for name, lines in (('modules.alias', aliases), ('modules.dep', dep),
+                        ('modules.builtin', ['kernel/drivers/vfio/pci/vfio-pci.ko'] if builtin_vfio_pci else [])):
+        with open(os.path.join(d, name), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+
+
+def test_kernel_checks_the_driver_each_device_would_get_from_a_new_kernel(host, kernel):
+    write_state(host, [dev(NIC, '8086', '10d3'), dev(VIRTIO, '1af4', '1041'), dev('0000:00:09.0', '8086', '10d3')])
+    new_kernel(host)
+    code, out = run(host, kernel, 'kernel', NEW)
+    assert code == cli.EXIT_OK, out
+    assert '%s: kernel %s ships vfio_pci (resolved)' % (NIC, NEW) in out
+    assert '%s: kernel %s ships virtio_vfio_pci (resolved)' % (VIRTIO, NEW) in out
+    assert '0000:00:09.0: absent from this host: not checked' in out
+    assert not kernel.log   # read only
+
+
+def test_kernel_without_a_pinned_variant_warns(host, kernel):
+    write_state(host, [dev(VIRTIO, '1af4', '1041', driver='virtio_vfio_pci'), dev(NIC, '8086', '10d3')])
+    new_kernel(host, variant=False, builtin_vfio_pci=True)
+    code, out = run(host, kernel, 'kernel', NEW, '--json')
+    assert code == cli.EXIT_DIFFERS, out
+    rows = dict((r['address'], r) for r in json.loads(out)['devices'])
+    assert (rows[VIRTIO]['module'], rows[VIRTIO]['how'], rows[VIRTIO]['shipped']) == ('virtio_vfio_pci', 'pinned', False)
+    assert (rows[NIC]['module'], rows[NIC]['shipped']) == ('vfio_pci', True)     # built in counts
+
+
+def test_kernel_without_module_files_or_with_a_bad_release(host, kernel):
+    write_state(host, [dev(NIC, '8086', '10d3')])
+    code, out = run(host, kernel, 'kernel', NEW)
+    assert code == cli.EXIT_USAGE and 'modules.dep is missing' in out
+    assert run(host, kernel, 'kernel', '../../etc')[0] == cli.EXIT_USAGE
+    assert run(host, kernel, 'kernel')[0] == cli.EXIT_USAGE

@@ -40,7 +40,7 @@ def test_device_record(tmp_path):
     assert f['iommu']['cmdline_flags']['intel_iommu'] == 'on'
     assert f['iommu']['cmdline_flags']['iommu'] == 'pt'
     assert f['iommu']['cmdline_flags']['vfio-pci.ids'] is None
-    assert f['iommu_groups'] == {'0': {'devices': ['0000:00:03.0'], 'viable': False}}
+    assert f['iommu_groups'] == {'0': {'devices': ['0000:00:03.0'], 'viable': False, 'blockers': ['0000:00:03.0']}}
 
 
 def test_missing_attributes_are_null(tmp_path):
@@ -87,8 +87,8 @@ def test_sriov_vfs_and_viability(tmp_path):
     vf = f['devices']['0000:3b:01.0']
     assert vf['physfn'] == '0000:3b:00.0' and vf['vfio_bound'] and vf['driver_override'] == 'vfio-pci'
     assert f['iommu_groups']['6'] == {'devices': ['0000:00:1c.0', '0000:3b:01.0', '0000:3b:01.1'],
-                                      'viable': True}
-    assert f['iommu_groups']['5']['viable'] is False
+                                      'viable': True, 'blockers': []}
+    assert f['iommu_groups']['5'] == {'devices': ['0000:3b:00.0'], 'viable': False, 'blockers': ['0000:3b:00.0']}
 
 
 def test_ambiguous_tie_and_config_alias(tmp_path):

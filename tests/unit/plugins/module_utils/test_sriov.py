@@ -182,3 +182,38 @@ def test_remove_vfs_needs_force_and_unbinds_them(host, kernel):
     r = sriov(host, kernel, [{'pf': PF, 'numvfs': 0, 'drivers_autoprobe': True}], force=True)
     assert r['pfs'][0]['action'] == 'remove' and r['pfs'][0]['vfs'] == [] and vfs_of(host, PF) == []
     assert not os.path.exists(os.path.join(host.sys, 'bus/pci/devices/0000:02:10.0'))
+
+
+def test_restore_of_vfs_without_autoprobe_then_a_rerun_writes_nothing(host, kernel):
+    """With sriov_drivers_autoprobe 0 the kernel probes no host driver for a VF (only its
+    driver_override): restore leaves the VFs unbound, and a second restore is a no-op instead of
+    a drivers_probe per VF on every run (it reported changed each time)."""
+    from ansible_collections.hypervisor.vfio.tests.unit.fakesys import bind_on
+    host.add_module('vfio_pci', driver='vfio-pci')
+    sriov(host, kernel, [{'pf': PF, 'numvfs': 2}])
+    vfs = vfs_of(host, PF)
+    r = bind_on(host, kernel, devices=[{'physfn': PF}])
+    assert r['changed'] and [kernel._driver_of(v) for v in vfs] == ['vfio-pci', 'vfio-pci']
+
+    r = bind_on(host, kernel, devices=[{'physfn': PF}], state='host')
+    assert r['changed'] and [e['action'] for e in r['devices']] == ['restore', 'restore']
+    assert [(kernel._driver_of(v), kernel._override(v)) for v in vfs] == [(None, None), (None, None)]
+    assert [e['driver_after'] for e in r['devices']] == [None, None]  # igbvf is not what the kernel will do
+
+    kernel.log[:] = []
+    r = bind_on(host, kernel, devices=[{'physfn': PF}], state='host')
+    assert not r['changed'] and kernel.device_writes() == [], kernel.log
+    for e in r['devices']:
+        assert e['action'] == 'none', e
+        assert e['reason'] == ('unbound, and its PF %s has sriov_drivers_autoprobe 0, so the kernel probes no '
+                               'host driver (igbvf) for a VF' % PF), e
+
+    # A leftover driver_override is still cleared (one write), and autoprobe on gives igbvf back.
+    kernel.write('bus/pci/devices/%s/driver_override' % vfs[0], 'vfio-pci')
+    kernel.log[:] = []
+    r = bind_on(host, kernel, devices=[{'physfn': PF}], state='host')
+    assert [e['action'] for e in r['devices']] == ['clear_override', 'none'] and kernel._override(vfs[0]) is None
+    kernel.write('bus/pci/devices/%s/sriov_drivers_autoprobe' % PF, '1')
+    r = bind_on(host, kernel, devices=[{'physfn': PF}], state='host')
+    assert [e['action'] for e in r['devices']] == ['restore', 'restore']
+    assert [kernel._driver_of(v) for v in vfs] == ['igbvf', 'igbvf']
