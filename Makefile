@@ -51,13 +51,14 @@ apt-deps:
 venv: $(STAMP)/venv
 
 # Rebuilt only when the pins or the interpreter choice change.
-$(STAMP)/venv: $(REPO)/requirements.txt $(REPO)/hack/find-python
+$(STAMP)/venv: $(REPO)/requirements.txt $(REPO)/hack/find-python $(REPO)/hack/venv-sync
 	@py="$$($(REPO)/hack/find-python)"; \
 	if [ ! -x $(BIN)/python ] || [ "$$(realpath $(BIN)/python)" != "$$(realpath "$$py")" ]; then \
 	  echo "venv: creating $(VENV) with $$py ($$($$py --version))"; \
 	  rm -rf $(VENV); "$$py" -m venv $(VENV); \
 	fi
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r $(REPO)/requirements.txt
+	$(BIN)/python $(REPO)/hack/venv-sync $(REPO)/requirements.txt
 	$(BIN)/python -m pip check
 	@mkdir -p $(STAMP) && touch $@
 	@echo "venv: ready ($$($(BIN)/python --version), ansible-core $$($(BIN)/python -c 'import ansible; print(ansible.__version__)'))"
