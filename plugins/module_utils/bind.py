@@ -11,7 +11,8 @@ import os
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
 from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import desired_devices
-from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import Executor, show, under_host_lock
+from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import (
+    EngineFailed, Executor, failure_message, show, under_host_lock)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
 from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import HostUsage
 from ansible_collections.hypervisor.vfio.plugins.module_utils.journal import (
@@ -25,12 +26,8 @@ RESULT_KEYS = ('address', 'state', 'action', 'reason', 'module', 'driver_before'
                'device', 'guards', 'forced', 'warnings', 'item', 'result', 'settings')
 
 
-class BindFailed(Exception):
+class BindFailed(EngineFailed):
     """The task fails; ``result`` carries what is known (plan, per-device outcome)."""
-
-    def __init__(self, msg, result):
-        super(BindFailed, self).__init__(msg)
-        self.result = result
 
 
 def _report(plan, applied=None):
@@ -137,28 +134,23 @@ def _warnings(plan, host, applied=None):
 
 
 def _failure_message(f):
-    msg = 'vfio_bind: %s: %s failed: %s' % (f['device'], f['step'], f['error'])
-    if f['kernel_log']:
-        msg += '\nkernel: ' + ' | '.join(f['kernel_log'])
-    if f['rolled_back']:
-        msg += '\nrolled back to their previous driver and driver_override: ' + ', '.join(f['rolled_back'])
-    if f['rollback_problems']:
-        msg += '\nNOT restored: ' + '; '.join(f['rollback_problems'])
     if f['device'] == 'journal':
-        msg += '\nNo device was touched. Make journal_file a writable path in a root-only directory, then re-run.'
+        advice = ['No device was touched. Make journal_file a writable path in a root-only directory, then re-run.']
     elif f['device'].startswith('module '):
-        msg += ('\nNo device was touched. Check that the module is installed for the running kernel '
-                '(modinfo), not blacklisted in modprobe.d, and loads by hand (modprobe -v).')
+        advice = ['No device was touched. Check that the module is installed for the running kernel (modinfo), '
+                  'not blacklisted in modprobe.d, and loads by hand (modprobe -v).']
     elif f['pending']:
-        msg += ('\nThe device is probably held by a VM or another VFIO user: stop it, then re-run; '
-                'the run after that converges.')
-    if f.get('journal_kept'):
-        msg += ('\nThe journal %s is kept: the next run puts these devices back on their recorded driver '
-                'first.' % f['journal_kept'])
+        advice = ['The device is probably held by a VM or another VFIO user: stop it, then re-run; the run after '
+                  'that converges.']
     else:
-        msg += ('\nCheck the kernel log (dmesg) for the device, fix the cause (IOMMU enabled? driver probe '
-                'error?) or pin another driver with driver:, then re-run.')
-    return msg
+        advice = []
+    if f.get('journal_kept'):
+        advice.append('The journal %s is kept: the next run puts these devices back on their recorded driver '
+                      'first.' % f['journal_kept'])
+    else:
+        advice.append('Check the kernel log (dmesg) for the device, fix the cause (IOMMU enabled? driver probe '
+                      'error?) or pin another driver with driver:, then re-run.')
+    return failure_message('vfio_bind', f, 'rolled back to their previous driver and driver_override', advice)
 
 
 # -- the intent journal of an interrupted run --------------------------------------------

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: hypervisor.vfio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Options every module shares (documented once in the host_paths doc fragment)."""
+"""Options every module shares (documented once in the host_paths and host_lock doc fragments),
+and the run of a module that changes the host, from its parameters to exit_json/fail_json."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -12,7 +13,9 @@ import os
 from ansible_collections.hypervisor.vfio.plugins.module_utils.aliases import (
     DEFAULT_MODPROBE_CONFIG_DIRS, Resolver)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.devices import running_kernel_release
+from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import EngineFailed
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import KernelFS
+from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
 
 
 def host_path_argument_spec():
@@ -24,6 +27,42 @@ def host_path_argument_spec():
         kernel_release=dict(type='str'),
         modprobe_config_dirs=dict(type='list', elements='path', default=list(DEFAULT_MODPROBE_CONFIG_DIRS)),
     )
+
+
+def host_lock_argument_spec():
+    """The options of the modules that change the host (the host_lock doc fragment)."""
+    return dict(
+        lock_file=dict(type='path', default='/run/hypervisor-vfio.lock'),
+        lock_timeout=dict(type='int', default=300),
+        return_facts=dict(type='bool', default=False),
+    )
+
+
+def run_module(module, who, work, finish=None):
+    """End a module that changes the host with the result of ``work()``.
+
+    An invalid request (RequestError) or option (ValueError) fails saying that nothing was
+    changed; an EngineFailed (BindFailed, SriovFailed) fails with what is known of the run.
+    ``finish(result)`` completes a successful result (outside the refusals above); the
+    result's ``warnings_list`` become warnings, and its diff is shown in diff mode only.
+    """
+    try:
+        result = work()
+    except RequestError as e:
+        module.fail_json(msg='%s: invalid request, nothing was changed: %s' % (who, e))
+    except ValueError as e:
+        module.fail_json(msg='%s: %s; nothing was changed' % (who, e))
+    except EngineFailed as e:
+        details = dict(e.result)
+        details.pop('warnings_list', None)
+        module.fail_json(msg=str(e), **details)
+    if finish is not None:
+        finish(result)
+    for warning in result.pop('warnings_list', ()):
+        module.warn(warning)
+    if not module._diff:
+        result.pop('diff')
+    module.exit_json(**result)
 
 
 class HostContext:

@@ -18,7 +18,7 @@ import json
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import PCI
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import (
-    GROUP_POLICIES, RequestError, SETTING_KEYS, check_driver_name, reset_methods)
+    GROUP_POLICIES, RequestError, SETTING_KEYS, check_driver_name, d3cold_allowed, reset_methods)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.sriov import parse_pfs
 
 FORMAT = 1
@@ -84,13 +84,11 @@ def parse_state(data, bus=PCI):
         # the reset and power settings of the device, re-applied with its binding
         try:
             if d.get('reset_method') is not None:
-                dev['reset_method'] = list(reset_methods(d['reset_method'], what))
+                dev['reset_method'] = list(reset_methods(d['reset_method'], '%s (%s)' % (what, addr)))
+            if d.get('d3cold_allowed') is not None:
+                dev['d3cold_allowed'] = d3cold_allowed(d['d3cold_allowed'], '%s (%s)' % (what, addr))
         except RequestError as e:
             raise StateError(str(e))
-        if d.get('d3cold_allowed') is not None:
-            if not isinstance(d['d3cold_allowed'], bool):
-                raise StateError('%s: d3cold_allowed must be true, false or null, got %r' % (what, d['d3cold_allowed']))
-            dev['d3cold_allowed'] = d['d3cold_allowed']
         out['devices'].append(dev)
     try:
         out['sriov'] = parse_pfs(data.get('sriov', []), bus)

@@ -52,6 +52,27 @@ class StepFailed(Exception):
         self.pending = pending
 
 
+class EngineFailed(Exception):
+    """A run of the engine fails; ``result`` carries what is known (plan, per-item outcome)."""
+
+    def __init__(self, msg, result):
+        super(EngineFailed, self).__init__(msg)
+        self.result = result
+
+
+def failure_message(who, f, restored, advice):
+    """The message of a run that failed after a write: ``who: device: step failed: error``, the
+    kernel's log, what was put back (``restored`` says how), what was not, then ``advice`` lines."""
+    msg = '%s: %s: %s failed: %s' % (who, f['device'], f['step'], f['error'])
+    if f.get('kernel_log'):
+        msg += '\nkernel: ' + ' | '.join(f['kernel_log'])
+    if f['rolled_back']:
+        msg += '\n%s: %s' % (restored, ', '.join(f['rolled_back']))
+    if f['rollback_problems']:
+        msg += '\nNOT restored: ' + '; '.join(f['rollback_problems'])
+    return msg + ''.join('\n' + line for line in advice)
+
+
 class LockTimeout(Exception):
     pass
 

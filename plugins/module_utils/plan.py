@@ -63,6 +63,11 @@ Plan = namedtuple('Plan', 'devices modules errors changed needs')
 Request = namedtuple('Request', 'items group_policy force')
 
 
+# The VFIO module chosen for one device: module, candidates (best first), ambiguous, warnings; or
+# error, why none can be (then module is None).
+Choice = namedtuple('Choice', 'module candidates ambiguous warnings error', defaults=((), False, (), None))
+
+
 class RequestError(ValueError):
     """The request is invalid; raised before anything is read or written."""
 
@@ -258,15 +263,22 @@ def _parse_item(index, entry, state, driver, bus, problems):
     if not isinstance(optional, bool):
         problems.append('%s: optional must be a boolean, got %r' % (where, optional))
     settings = {}
+    device = '%s (%s)' % (where, selector['address']) if selector.get('address') else where
     if entry.get('reset_method') is not None:
-        settings['reset_method'] = problems.check(reset_methods, entry['reset_method'], where)
+        settings['reset_method'] = problems.check(reset_methods, entry['reset_method'], device)
     if entry.get('d3cold_allowed') is not None:
-        if not isinstance(entry['d3cold_allowed'], bool):
-            problems.append('%s: d3cold_allowed must be a boolean, got %r' % (where, entry['d3cold_allowed']))
-        settings['d3cold_allowed'] = entry['d3cold_allowed']
+        settings['d3cold_allowed'] = problems.check(d3cold_allowed, entry['d3cold_allowed'], device)
     if len(problems) > before:
         return None
     return Item(index, selector, item_state, item_driver, optional, settings)
+
+
+def d3cold_allowed(value, where):
+    """d3cold_allowed as a bool: only a real boolean (a quoted 'no' or a 0 is refused, never converted)."""
+    if not isinstance(value, bool):
+        raise RequestError('%s: d3cold_allowed must be true or false (unquoted), or left out to keep the kernel\'s '
+                           'setting, got %r' % (where, value))
+    return value
 
 
 def reset_methods(value, where):
@@ -353,7 +365,7 @@ class _Planner:
 
     # -- per device ----------------------------------------------------------
     def _module_for(self, rec, pin):
-        """(module, candidates, ambiguous, warnings) or an error string."""
+        """The Choice of VFIO module for a device (its ``error`` says why there is none)."""
         cands = []
         ambiguous = False
         warnings = []
@@ -369,26 +381,29 @@ class _Planner:
                 if drv_module:
                     module = drv_module
                 else:
-                    return 'driver %r is not a module of kernel %s (not in modules.dep, modules.builtin, ' \
-                           'nor loaded) and no loaded driver has that name' % (pin, self.kernel_release)
+                    return Choice(None, error='driver %r is not a module of kernel %s (not in modules.dep, '
+                                  'modules.builtin, nor loaded) and no loaded driver has that name'
+                                  % (pin, self.kernel_release))
             disabled = self.resolver.config.disabled_by(module)
             if disabled:
-                return 'pinned module %s is %s; remove that line or pin another driver' % (module, disabled)
+                return Choice(None, error='pinned module %s is %s; remove that line or pin another driver'
+                              % (module, disabled))
             not_vfio = self._not_vfio_driver(module)
             if not_vfio:
-                return not_vfio
+                return Choice(None, error=not_vfio)
             self.vfio_modules.add(module)
-            return module, cands, False, warnings
+            return Choice(module, cands, False, warnings)
         if not rec['modalias']:
-            return 'the kernel exposes no modalias for it, so no VFIO driver can be chosen; pin one with driver:'
+            return Choice(None, error='the kernel exposes no modalias for it, so no VFIO driver can be chosen; '
+                          'pin one with driver:')
         if best is None:
             skipped = [c['module'] for c in cands if c['blacklisted']]
             why = (' (candidates %s are blacklisted in modprobe.d)' % ', '.join(skipped)) if skipped else ''
-            return 'no VFIO driver of kernel %s matches %s%s; load/install vfio-pci or pin a driver' % (
-                self.kernel_release, self.bus.vfio_alias(rec['modalias']), why)
+            return Choice(None, error='no VFIO driver of kernel %s matches %s%s; load/install vfio-pci or pin a '
+                          'driver' % (self.kernel_release, self.bus.vfio_alias(rec['modalias']), why))
         if not self._available(best):
-            return 'best VFIO driver %s (from %s) is not installed for kernel %s; run depmod or pin a driver' % (
-                best, cands[0]['location'], self.kernel_release)
+            return Choice(None, error='best VFIO driver %s (from %s) is not installed for kernel %s; run depmod '
+                          'or pin a driver' % (best, cands[0]['location'], self.kernel_release))
         for c in cands:
             if c['blacklisted']:
                 warnings.append('skipped VFIO driver %s: %s' % (c['module'], self.resolver.config.disabled_by(c['module'])))
@@ -396,7 +411,7 @@ class _Planner:
             rivals = [c['module'] for c in cands if c['wildcards'] == cands[0]['wildcards']]
             warnings.append('ambiguous VFIO variants %s tie with %d wildcards; %s wins by file order '
                             '(pin driver: to choose)' % (', '.join(unique(rivals)), cands[0]['wildcards'], best))
-        return best, cands, ambiguous, warnings
+        return Choice(best, cands, ambiguous, warnings)
 
     def _not_vfio_driver(self, module):
         """Why a pinned module is no VFIO driver of this bus, or None when it is one.
@@ -447,14 +462,14 @@ class _Planner:
             self.errors.append('%s: %s is a PCI bridge (class %s); bridges are never handed to VFIO'
                                % (entry['item'], addr, rec['class']))
             return entry
-        got = self._module_for(rec, item.driver)
-        if isinstance(got, str):
-            self.errors.append('%s: %s: %s' % (entry['item'], addr, got))
+        choice = self._module_for(rec, item.driver)
+        if choice.error:
+            self.errors.append('%s: %s: %s' % (entry['item'], addr, choice.error))
             return entry
-        module, cands, ambiguous, warnings = got
+        module = choice.module
         driver, known = self.driver_name(module)
-        entry.update(module=module, driver=driver, driver_known=known, candidates=cands,
-                     ambiguous=ambiguous, warnings=warnings)
+        entry.update(module=module, driver=driver, driver_known=known, candidates=choice.candidates,
+                     ambiguous=choice.ambiguous, warnings=choice.warnings)
         if self._on_module(rec, module, driver):
             driver = rec['driver']  # the bound driver is the module's driver: its real name
             entry.update(driver=driver, driver_known=True)

@@ -19,7 +19,8 @@ __metaclass__ = type
 import time
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
-from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import StepFailed, under_host_lock
+from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import (
+    EngineFailed, StepFailed, failure_message, under_host_lock)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import PCI, KernelError, WriteTimeout
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
 
@@ -27,12 +28,8 @@ MAX_VFS = 4096
 PF_KEYS = ('pf', 'numvfs', 'drivers_autoprobe')
 
 
-class SriovFailed(Exception):
+class SriovFailed(EngineFailed):
     """The call fails; ``result`` carries what is known (plan, per-PF outcome)."""
-
-    def __init__(self, msg, result):
-        super(SriovFailed, self).__init__(msg)
-        self.result = result
 
 
 def _bool(value, what):
@@ -268,19 +265,14 @@ def _report(plan):
     return out
 
 
-def failure_message(f):
-    msg = 'vfio_sriov: %s: %s failed: %s' % (f['device'], f['step'], f['error'])
-    if f['rolled_back']:
-        msg += '\nput back to their previous VF count and drivers_autoprobe: ' + ', '.join(f['rolled_back'])
-    if f['rollback_problems']:
-        msg += '\nNOT restored: ' + '; '.join(f['rollback_problems'])
+def sriov_failure_message(f):
     if f['pending']:
-        msg += ('\nThe kernel has not finished the write (a VF held by a VM, or a PF driver busy resetting): '
-                'find what holds it, then re-run.')
+        advice = ('The kernel has not finished the write (a VF held by a VM, or a PF driver busy resetting): '
+                  'find what holds it, then re-run.')
     else:
-        msg += ('\nCheck the kernel log (dmesg) for the PF: the firmware may have SR-IOV off, the PF driver may '
-                'refuse the count, or the bus may lack room for the VFs (pci=realloc).')
-    return msg
+        advice = ('Check the kernel log (dmesg) for the PF: the firmware may have SR-IOV off, the PF driver may '
+                  'refuse the count, or the bus may lack room for the VFs (pci=realloc).')
+    return failure_message('vfio_sriov', f, 'put back to their previous VF count and drivers_autoprobe', [advice])
 
 
 def run_sriov(params, fs, check_mode=False, bus=PCI, clock=time.monotonic, sleep=time.sleep):
@@ -312,5 +304,5 @@ def _plan_and_apply(params, fs, items, bus, check_mode, clock, sleep):
     result.update(changed=changed, pfs=_report(plan))
     if failure:
         result['failure'] = failure
-        raise SriovFailed(failure_message(failure), result)
+        raise SriovFailed(sriov_failure_message(failure), result)
     return result

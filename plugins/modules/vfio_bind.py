@@ -31,6 +31,7 @@ author:
   - hypervisor.vfio contributors (@hypervisor-vfio)
 extends_documentation_fragment:
   - hypervisor.vfio.host_paths
+  - hypervisor.vfio.host_lock
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -138,14 +139,6 @@ options:
         within this bound and says so, and a later run converges.
     type: int
     default: 10
-  lock_file:
-    description: File locked to serialize concurrent runs on the host.
-    type: path
-    default: /run/hypervisor-vfio.lock
-  lock_timeout:
-    description: Seconds to wait for another run to release O(lock_file).
-    type: int
-    default: 300
   journal_file:
     description:
       - The intent journal. Before its first device write, a run records there every device's driver
@@ -161,13 +154,6 @@ options:
         or could not roll back keeps it, so the next run repairs first.
     type: path
     default: /run/hypervisor-vfio/journal.json
-  return_facts:
-    description:
-      - Also return C(ansible_facts.vfio), the facts M(hypervisor.vfio.vfio_facts) gives, read from sysfs
-        after the call (under the lock), so that later tasks see and can verify the new state without
-        another module run.
-    type: bool
-    default: false
 notes:
   - Needs root on the managed host.
   - Modules loaded by a failed run stay loaded; they do not hold any device.
@@ -400,11 +386,10 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind
+from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import run_bind
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import (
-    HostContext, host_path_argument_spec)
+    HostContext, host_lock_argument_spec, host_path_argument_spec, run_module)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.consumers import CONSUMERS, constrain_params
-from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
 
 
 def build_module():
@@ -415,12 +400,10 @@ def build_module():
         iommu_group=dict(type='str', choices=['strict', 'all', 'ignore'], default='strict'),
         force=dict(type='bool', default=False),
         timeout=dict(type='int', default=10),
-        lock_file=dict(type='path', default='/run/hypervisor-vfio.lock'),
-        lock_timeout=dict(type='int', default=300),
         journal_file=dict(type='path', default='/run/hypervisor-vfio/journal.json'),
-        return_facts=dict(type='bool', default=False),
         consumer=dict(type='str', choices=list(CONSUMERS)),
     )
+    spec.update(host_lock_argument_spec())
     spec.update(host_path_argument_spec())
     return AnsibleModule(argument_spec=spec, supports_check_mode=True)
 
@@ -428,28 +411,13 @@ def build_module():
 def main():
     module = build_module()
 
-    def run(argv):
-        return module.run_command(argv)
-
-    try:
+    def work():
         params, consumer = constrain_params(module.params)  # the consumer's pins, before anything is read
-        host = HostContext(params)
-        result = run_bind(params, host, run, check_mode=module.check_mode)
+        result = run_bind(params, HostContext(params), module.run_command, check_mode=module.check_mode)
         if consumer is not None:
             result['consumer'] = consumer
-    except RequestError as e:
-        module.fail_json(msg='vfio_bind: invalid request, nothing was changed: %s' % e)
-    except ValueError as e:
-        module.fail_json(msg='vfio_bind: %s; nothing was changed' % e)
-    except BindFailed as e:
-        details = dict(e.result)
-        details.pop('warnings_list', None)
-        module.fail_json(msg=str(e), **details)
-    for warning in result.pop('warnings_list'):
-        module.warn(warning)
-    if not module._diff:
-        result.pop('diff')
-    module.exit_json(**result)
+        return result
+    run_module(module, 'vfio_bind', work)
 
 
 if __name__ == '__main__':

@@ -31,6 +31,7 @@ author:
   - hypervisor.vfio contributors (@hypervisor-vfio)
 extends_documentation_fragment:
   - hypervisor.vfio.host_paths
+  - hypervisor.vfio.host_lock
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
@@ -77,20 +78,6 @@ options:
     description: Seconds to wait, after the count is written, for every VF to appear as a PCI device.
     type: int
     default: 30
-  lock_file:
-    description: File locked to serialize concurrent runs on the host (the one M(hypervisor.vfio.vfio_bind) uses).
-    type: path
-    default: /run/hypervisor-vfio.lock
-  lock_timeout:
-    description: Seconds to wait for another run to release O(lock_file).
-    type: int
-    default: 300
-  return_facts:
-    description:
-      - Also return C(ansible_facts.vfio), the facts M(hypervisor.vfio.vfio_facts) gives, read from sysfs
-        after the call, so that later tasks can select the new VFs without another module run.
-    type: bool
-    default: false
 notes:
   - Needs root on the managed host.
   - A PF's VF count only exists while its host driver is loaded (for example C(igb), C(ixgbe), C(ice)).
@@ -203,10 +190,9 @@ ansible_facts:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import (
-    HostContext, host_path_argument_spec)
+    HostContext, host_lock_argument_spec, host_path_argument_spec, run_module)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
-from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
-from ansible_collections.hypervisor.vfio.plugins.module_utils.sriov import SriovFailed, run_sriov
+from ansible_collections.hypervisor.vfio.plugins.module_utils.sriov import run_sriov
 
 
 def build_module():
@@ -219,30 +205,24 @@ def build_module():
         force=dict(type='bool', default=False),
         timeout=dict(type='int', default=30),
         wait_timeout=dict(type='int', default=30),
-        lock_file=dict(type='path', default='/run/hypervisor-vfio.lock'),
-        lock_timeout=dict(type='int', default=300),
-        return_facts=dict(type='bool', default=False),
     )
+    spec.update(host_lock_argument_spec())
     spec.update(host_path_argument_spec())
     return AnsibleModule(argument_spec=spec, supports_check_mode=True)
 
 
 def main():
     module = build_module()
-    try:
-        host = HostContext(module.params)
-        result = run_sriov(module.params, host.fs, check_mode=module.check_mode)
-    except RequestError as e:
-        module.fail_json(msg='vfio_sriov: invalid request, nothing was changed: %s' % e)
-    except ValueError as e:
-        module.fail_json(msg='vfio_sriov: %s; nothing was changed' % e)
-    except SriovFailed as e:
-        module.fail_json(msg=str(e), **e.result)
-    if module.params['return_facts']:
-        result['ansible_facts'] = {'vfio': collect_facts(host)}
-    if not module._diff:
-        result.pop('diff')
-    module.exit_json(**result)
+    host = []
+
+    def work():
+        host.append(HostContext(module.params))
+        return run_sriov(module.params, host[0].fs, check_mode=module.check_mode)
+
+    def finish(result):
+        if module.params['return_facts']:
+            result['ansible_facts'] = {'vfio': collect_facts(host[0])}
+    run_module(module, 'vfio_sriov', work, finish)
 
 
 if __name__ == '__main__':

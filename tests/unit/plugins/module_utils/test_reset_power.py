@@ -94,9 +94,14 @@ def test_bad_reset_method_is_a_request_error(host, kernel, value):
         bind(host, kernel, devices=[{'address': NIC, 'reset_method': value}])
 
 
+D3COLD_MESSAGE = ("d3cold_allowed must be true or false (unquoted), or left out to keep the kernel's setting, "
+                  "got 'no'")
+
+
 def test_d3cold_allowed_must_be_a_boolean(host, kernel):
-    with pytest.raises(RequestError, match='d3cold_allowed must be a boolean'):
+    with pytest.raises(RequestError) as e:
         bind(host, kernel, devices=[{'address': NIC, 'd3cold_allowed': 'no'}])
+    assert str(e.value) == 'devices[0] (%s): %s' % (NIC, D3COLD_MESSAGE)
 
 
 def test_a_device_without_a_reset_method_is_bound_with_a_warning(host, kernel):
@@ -131,10 +136,12 @@ def test_the_desired_state_carries_the_settings_to_the_boot_engine(host, kernel)
 
 @pytest.mark.parametrize('dev,msg', [
     ({'reset_method': ['warm']}, 'reset_method must be'),
-    ({'d3cold_allowed': 'yes'}, 'd3cold_allowed must be true, false or null'),
+    ({'d3cold_allowed': 'no'}, 'devices[0] (%s): %s' % (NIC, D3COLD_MESSAGE)),
 ])
 def test_bad_settings_in_the_desired_state(dev, msg):
+    """The same rules, and the same messages, as for vfio_bind's entries."""
     base = {'address': NIC, 'vendor': '8086', 'device': '10d3', 'driver': None}
     base.update(dev)
-    with pytest.raises(StateError, match=msg):
+    with pytest.raises(StateError) as e:
         parse_state({'format': 1, 'devices': [base]})
+    assert msg in str(e.value)
