@@ -90,6 +90,21 @@ def _tcp_word(addr, port):
     return '%s:%04X' % (''.join('%08X' % w for w in words), port)
 
 
+# The kernel modules the fake hosts use, as the Debian kernel ships them: add_module's arguments.
+MODULES = {
+    'vfio_pci': dict(driver='vfio-pci'),
+    'virtio_vfio_pci': dict(ids=[('1af4', '1041')], override_only=True),
+    'vfio_testdev': dict(ids=[('1b36', '0005')], override_only=True),
+    'virtio_pci': dict(driver='virtio-pci', ids=[('1af4', '1041'), ('1af4', '1042')], loaded=True),
+    'e1000e': dict(ids=[('8086', '10d3')], loaded=True),
+    'igb': dict(ids=[('8086', '10c9')], loaded=True),
+    'igbvf': dict(ids=[('8086', '10ca')], loaded=True),
+    'snd_hda_intel': dict(ids=[('10de', '10f0')], loaded=True),
+    'mlx5_core': dict(ids=[('15b3', '101e')], loaded=True),
+    'mlx5_vfio_pci': dict(ids=[('15b3', '101e')], override_only=True),
+}
+
+
 class FakeHost:
     """A host tree under root: sys/, proc/, lib/modules/<release>/, etc/modprobe.d/."""
 
@@ -147,6 +162,11 @@ class FakeHost:
         self.write_aliases()
         if loaded:
             self.load(module)
+
+    def add_modules(self, *names, **kw):
+        """add_module for each of the MODULES named; ``kw`` overrides their arguments (loaded=True)."""
+        for name in names:
+            self.add_module(name, **dict(MODULES[name], **kw))
 
     def load(self, module):
         info = self.modules[module]

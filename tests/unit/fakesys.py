@@ -10,8 +10,11 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
+import io
+import json
 import os
 
+from ansible_collections.hypervisor.vfio.plugins.module_utils import cli
 from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import run_bind
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import KernelError, KernelFS, WriteTimeout
@@ -155,6 +158,7 @@ class FakeKernel(KernelFS):
 
 
 # -- a small standard host, and vfio_bind run on it -----------------------------------------------
+MGMT = '0000:00:02.0'     # virtio-net eth0, the default route: the management NIC
 VIRTIO = '0000:00:03.0'   # modern virtio-net: virtio_vfio_pci is its best VFIO variant
 NIC = '0000:00:04.0'      # e1000e: only the generic vfio-pci matches it
 TESTDEV = '0000:00:05.0'  # unbound, its override-only variant vfio_testdev
@@ -163,14 +167,26 @@ TESTDEV = '0000:00:05.0'  # unbound, its override-only variant vfio_testdev
 def vfio_host(root):
     """A FakeHost with vfio_pci, two VFIO variants, two host drivers and the three devices above."""
     h = FakeHost(root)
-    h.add_module('vfio_pci', driver='vfio-pci')
-    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
-    h.add_module('vfio_testdev', ids=[('1b36', '0005')], override_only=True)
-    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
-    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    h.add_modules('vfio_pci', 'virtio_vfio_pci', 'vfio_testdev', 'virtio_pci', 'e1000e')
     h.add_device(VIRTIO, '1af4', '1041', driver='virtio-pci')
     h.add_device(NIC, '8086', '10d3', driver='e1000e')
     h.add_device(TESTDEV, '1b36', '0005', cls='00ff00')
+    return h
+
+
+def add_mgmt(h):
+    """The management NIC MGMT: virtio-net eth0, carrying the default route."""
+    h.add_device(MGMT, '1af4', '1041', driver='virtio-pci', net=['eth0'])
+    h.add_route('eth0')
+
+
+def nic_host(root, *modules):
+    """A FakeHost with the MODULES named, MGMT, VIRTIO (virtio-net eth1) and NIC (e1000e eth2)."""
+    h = FakeHost(root)
+    h.add_modules(*modules)
+    add_mgmt(h)
+    h.add_device(VIRTIO, '1af4', '1041', driver='virtio-pci', net=['eth1'])
+    h.add_device(NIC, '8086', '10d3', driver='e1000e', net=['eth2'])
     return h
 
 
@@ -179,6 +195,27 @@ def bind_on(host, kernel, check_mode=False, **params):
     p = host.params(**params)
     return run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, check_mode=check_mode,
                     may_load_modules=True)
+
+
+def write_state(host, devices=(), sriov=(), **kw):
+    """The desired state file of vfio-passthrough (format 1, short bounds), at host.root/state.json."""
+    doc = {'format': 1, 'devices': list(devices), 'sriov': list(sriov), 'timeout': 2, 'lock_timeout': 1}
+    doc.update(kw)
+    path = os.path.join(host.root, 'state.json')
+    with open(path, 'w') as f:
+        json.dump(doc, f)
+    return path
+
+
+def run_cli(host, kernel, *argv):
+    """vfio-passthrough ``argv`` on a FakeHost through its FakeKernel: (exit code, output)."""
+    out = io.StringIO()
+    args = list(argv) + ['--state', os.path.join(host.root, 'state.json'), '--sysfs', host.sys,
+                         '--procfs', host.proc, '--modules-dir', host.moddir, '--modprobe-config-dir', host.confdir,
+                         '--lock-file', os.path.join(host.root, 'vfio.lock'),
+                         '--journal-file', os.path.join(host.root, 'journal.json')]
+    code = cli.main(args, stdout=out, fs=kernel, run=kernel.modprobe)
+    return code, out.getvalue()
 
 
 class FakeSriov:

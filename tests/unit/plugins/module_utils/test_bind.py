@@ -14,40 +14,18 @@ import pytest
 from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import MGMT, NIC, TESTDEV, VIRTIO, nic_host
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import bind_on as bind
 
-VIRTIO = '0000:00:03.0'
-NIC = '0000:00:04.0'
-TESTDEV = '0000:00:05.0'
-MGMT = '0000:00:02.0'
 DISK = '0000:00:06.0'
 
 
 @pytest.fixture
 def host(tmp_path):
-    h = FakeHost(tmp_path)
-    h.add_module('vfio_pci', driver='vfio-pci')
-    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
-    h.add_module('vfio_testdev', ids=[('1b36', '0005')], override_only=True)
-    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041'), ('1af4', '1042')], loaded=True)
-    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
-    h.add_device(MGMT, '1af4', '1041', driver='virtio-pci', net=['eth0'])
-    h.add_device(VIRTIO, '1af4', '1041', driver='virtio-pci', net=['eth1'])
-    h.add_device(NIC, '8086', '10d3', driver='e1000e', net=['eth2'])
+    h = nic_host(tmp_path, 'vfio_pci', 'virtio_vfio_pci', 'vfio_testdev', 'virtio_pci', 'e1000e')
     h.add_device(TESTDEV, '1b36', '0005', cls='00ff00')
     h.add_device(DISK, '1af4', '1042', cls='010000', driver='virtio-pci', block=['vda'])
-    h.add_route('eth0')
     return h
-
-
-@pytest.fixture
-def kernel(host):
-    return FakeKernel(host)
-
-
-def bind(host, kernel, check_mode=False, **params):
-    p = host.params(**params)
-    return run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, check_mode=check_mode, may_load_modules=True)
 
 
 def state(host, kernel, addr):

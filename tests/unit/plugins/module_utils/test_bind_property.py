@@ -20,10 +20,9 @@ import pytest
 hypothesis = pytest.importorskip('hypothesis')
 st = pytest.importorskip('hypothesis.strategies')
 
-from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind  # noqa: E402
-from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext  # noqa: E402
+from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed  # noqa: E402
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError  # noqa: E402
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel  # noqa: E402
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel, add_mgmt, bind_on  # noqa: E402
 
 ADDRESSES = ['0000:00:02.0', '0000:00:03.0', '0000:00:04.0', '0000:00:05.0', '00:04.0', '0000:00:09.0']
 GPU = '0000:00:06.0'
@@ -54,15 +53,11 @@ params = st.fixed_dictionaries({
 
 def build(root):
     h = FakeHost(root)
-    h.add_module('vfio_pci', driver='vfio-pci')
-    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
-    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
-    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
-    h.add_device('0000:00:02.0', '1af4', '1041', driver='virtio-pci', net=['eth0'])
+    h.add_modules('vfio_pci', 'virtio_vfio_pci', 'virtio_pci', 'e1000e')
+    add_mgmt(h)
     h.add_device('0000:00:03.0', '1af4', '1041', driver='virtio-pci', group=7)
     h.add_device('0000:00:04.0', '8086', '10d3', driver='e1000e', group=7)
     h.add_device('0000:00:05.0', '1b36', '0005', cls='00ff00')
-    h.add_route('eth0')
     # a GPU on its host driver whose render node a compositor holds open
     h.add_module('amdgpu', ids=[('1002', '744c')], loaded=True)
     h.add_device(GPU, '1002', '744c', cls='030000', driver='amdgpu')
@@ -84,7 +79,7 @@ def test_success_or_clean_failure_without_writes(args):
         kernel = FakeKernel(host)
         p = host.params(**args)
         try:
-            result = run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, may_load_modules=True)
+            result = bind_on(host, kernel, **p)
         except (RequestError, BindFailed) as e:
             assert str(e) and ('None' not in str(e) or 'None' in repr(args))  # never Python's None of its own
             assert kernel.device_writes() == []

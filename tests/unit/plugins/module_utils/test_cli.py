@@ -8,7 +8,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import io
 import json
 import os
 
@@ -17,12 +16,10 @@ import pytest
 from ansible_collections.hypervisor.vfio.plugins.module_utils import cli
 from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import StateError, parse_state
 from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import HostLock
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import MGMT, NIC, VIRTIO, nic_host, write_state
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import run_cli as run
 from ansible_collections.hypervisor.vfio.tools.fakehost import GENERIC_VFIO_ALIAS
 
-NIC = '0000:00:04.0'
-VIRTIO = '0000:00:03.0'
-MGMT = '0000:00:02.0'
 PF = '0000:01:00.0'
 VF0 = '0000:02:10.0'
 VF1 = '0000:02:10.1'
@@ -30,43 +27,9 @@ VF1 = '0000:02:10.1'
 
 @pytest.fixture
 def host(tmp_path):
-    h = FakeHost(tmp_path)
-    h.add_module('vfio_pci', driver='vfio-pci')
-    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
-    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
-    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
-    h.add_module('igb', ids=[('8086', '10c9')], loaded=True)
-    h.add_module('igbvf', ids=[('8086', '10ca')], loaded=True)
-    h.add_device(MGMT, '1af4', '1041', driver='virtio-pci', net=['eth0'])
-    h.add_device(VIRTIO, '1af4', '1041', driver='virtio-pci', net=['eth1'])
-    h.add_device(NIC, '8086', '10d3', driver='e1000e', net=['eth2'])
+    h = nic_host(tmp_path, 'vfio_pci', 'virtio_vfio_pci', 'virtio_pci', 'e1000e', 'igb', 'igbvf')
     h.add_device(PF, '8086', '10c9', driver='igb', sriov_totalvfs=7)
-    h.add_route('eth0')
     return h
-
-
-@pytest.fixture
-def kernel(host):
-    return FakeKernel(host)
-
-
-def write_state(host, devices=(), sriov=(), **kw):
-    doc = {'format': 1, 'devices': list(devices), 'sriov': list(sriov), 'timeout': 2, 'lock_timeout': 1}
-    doc.update(kw)
-    path = os.path.join(host.root, 'state.json')
-    with open(path, 'w') as f:
-        json.dump(doc, f)
-    return path
-
-
-def run(host, kernel, *argv):
-    out = io.StringIO()
-    args = list(argv) + ['--state', os.path.join(host.root, 'state.json'), '--sysfs', host.sys,
-                         '--procfs', host.proc, '--modules-dir', host.moddir, '--modprobe-config-dir', host.confdir,
-                         '--lock-file', os.path.join(host.root, 'vfio.lock'),
-                         '--journal-file', os.path.join(host.root, 'journal.json')]
-    code = cli.main(args, stdout=out, fs=kernel, run=kernel.modprobe)
-    return code, out.getvalue()
 
 
 def dev(addr, vendor, device, driver=None):

@@ -12,12 +12,10 @@ __metaclass__ = type
 import pytest
 
 
-from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import run_bind
-from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
 from ansible_collections.hypervisor.vfio.plugins.module_utils.consumers import (
     CONSUMERS, constrain, constrain_params)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel, bind_on
 
 VIRTIO = '0000:00:03.0'
 
@@ -79,9 +77,7 @@ def test_unknown_consumer():
 @pytest.fixture
 def host(tmp_path):
     h = FakeHost(tmp_path)
-    h.add_module('vfio_pci', driver='vfio-pci')
-    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
-    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
+    h.add_modules('vfio_pci', 'virtio_vfio_pci', 'virtio_pci')
     h.add_device(VIRTIO, '1af4', '1041', driver='virtio-pci')
     return h
 
@@ -89,8 +85,7 @@ def host(tmp_path):
 def bind(host, **params):
     kernel = FakeKernel(host)
     p, info = constrain_params(host.params(devices=[VIRTIO], **params))
-    result = run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, may_load_modules=True)
-    return kernel, result, info
+    return kernel, bind_on(host, kernel, **p), info
 
 
 def test_kubevirt_binds_vfio_pci_where_the_variant_search_picks_a_variant(host):

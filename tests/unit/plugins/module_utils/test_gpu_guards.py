@@ -13,7 +13,7 @@ import os
 import pytest
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import bind_on as bind
 
 GPU = '0000:01:00.0'
@@ -51,18 +51,13 @@ def resource(host, addr, bars):
 @pytest.fixture
 def host(tmp_path):
     h = FakeHost(tmp_path)
-    h.add_module('vfio_pci', driver='vfio-pci')
+    h.add_modules('vfio_pci')
     h.add_module('amdgpu', ids=[('1002', '744c')], loaded=True)
     h.add_module('nvidia', ids=[('10de', '2684')], loaded=True)
     h.add_device(GPU, '1002', '744c', cls='030000', driver='amdgpu')
     h.add_device(BOOT, '1234', '1111', cls='030000')   # QEMU stdvga, no pci driver: efifb drives it
     h.add_device('0000:02:00.0', '10de', '2684', cls='030000', driver='nvidia')
     return h
-
-
-@pytest.fixture
-def kernel(host):
-    return FakeKernel(host)
 
 
 def test_gpu_with_open_drm_node_refused(host, kernel):

@@ -30,11 +30,6 @@ def host(tmp_path):
     return vfio_host(tmp_path)
 
 
-@pytest.fixture
-def kernel(host):
-    return FakeKernel(host)
-
-
 def state(kernel, addr):
     return kernel._driver_of(addr), kernel._override(addr)
 

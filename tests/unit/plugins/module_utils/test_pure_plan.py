@@ -16,16 +16,13 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import Exe
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import PCI
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import Request, parse_request, plan
 from ansible_collections.hypervisor.vfio.plugins.module_utils.snapshot import plan_on_host, read_snapshot
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import NIC, VIRTIO, FakeKernel, vfio_host
-
-MGMT = '0000:00:02.0'  # carries the default route
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import MGMT, NIC, VIRTIO, FakeKernel, add_mgmt, vfio_host
 
 
 @pytest.fixture
 def host(tmp_path):
     h = vfio_host(tmp_path)
-    h.add_device(MGMT, '1af4', '1041', driver='virtio-pci', net=['eth0'])
-    h.add_route('eth0')
+    add_mgmt(h)
     return h
 
 

@@ -17,7 +17,7 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import Exe
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import PCI, KernelFS
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import (
-    NIC, TESTDEV, VIRTIO, FakeKernel, vfio_host)
+    NIC, TESTDEV, VIRTIO, vfio_host)
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import bind_on as bind
 
 GPU = '0000:01:00.0'
@@ -29,11 +29,6 @@ def host(tmp_path):
     h.add_module('nouveau', ids=[('10de', '1e04')], deps=['gpu/drm/drm_display_helper', 'gpu/drm/ttm/ttm'])
     h.add_device(GPU, '10de', '1e04', cls='030000')
     return h
-
-
-@pytest.fixture
-def kernel(host):
-    return FakeKernel(host)
 
 
 def from_yaml(text):

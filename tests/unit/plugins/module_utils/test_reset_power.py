@@ -9,8 +9,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import errno
-import io
-import json
 import os
 
 import pytest
@@ -19,7 +17,7 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils import cli
 from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed
 from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import StateError, bind_params, parse_state
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import NIC, FakeKernel, bind_on as bind, vfio_host
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import NIC, bind_on as bind, run_cli, vfio_host, write_state
 
 GPU = '0000:00:07.0'  # the kernel shows neither reset_method nor d3cold_allowed for it
 
@@ -32,11 +30,6 @@ def host(tmp_path):
         with open(os.path.join(h.dev_dir(NIC), name), 'w') as f:
             f.write(text)
     return h
-
-
-@pytest.fixture
-def kernel(host):
-    return FakeKernel(host)
 
 
 def attr(host, addr, name):
@@ -121,15 +114,9 @@ def test_the_desired_state_carries_the_settings_to_the_boot_engine(host, kernel)
     items = bind_params(state, state['devices'], {})['devices']
     assert items == [{'address': NIC, 'reset_method': ['bus'], 'd3cold_allowed': False}]
     assert bind_params(state, state['devices'], {}, give_back=True)['devices'] == [NIC]
-    with open(os.path.join(host.root, 'state.json'), 'w') as f:
-        json.dump(doc, f)
-    out = io.StringIO()
-    code = cli.main(['apply', '--state', os.path.join(host.root, 'state.json'), '--sysfs', host.sys,
-                     '--procfs', host.proc, '--modules-dir', host.moddir, '--modprobe-config-dir', host.confdir,
-                     '--lock-file', os.path.join(host.root, 'vfio.lock'),
-                     '--journal-file', os.path.join(host.root, 'journal.json')],
-                    stdout=out, fs=kernel, run=kernel.modprobe)
-    assert code == cli.EXIT_OK, out.getvalue()
+    write_state(host, doc['devices'])
+    code, out = run_cli(host, kernel, 'apply')
+    assert code == cli.EXIT_OK, out
     assert kernel._driver_of(NIC) == 'vfio-pci'
     assert (attr(host, NIC, 'reset_method'), attr(host, NIC, 'd3cold_allowed')) == ('bus', '0')
 

@@ -13,7 +13,7 @@ import pytest
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
 from ansible_collections.hypervisor.vfio.plugins.module_utils.sriov import SriovFailed, parse_pfs, run_sriov
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost
 
 PF = '0000:01:00.0'
 PF2 = '0000:02:00.0'
@@ -23,17 +23,11 @@ NIC = '0000:00:04.0'
 @pytest.fixture
 def host(tmp_path):
     h = FakeHost(tmp_path)
-    h.add_module('igb', ids=[('8086', '10c9')], loaded=True)
-    h.add_module('igbvf', ids=[('8086', '10ca')], loaded=True)
+    h.add_modules('igb', 'igbvf')
     h.add_device(PF, '8086', '10c9', driver='igb', sriov_totalvfs=7)
     h.add_device(PF2, '8086', '10c9', driver='igb', sriov_totalvfs=7)
     h.add_device(NIC, '8086', '10d3')
     return h
-
-
-@pytest.fixture
-def kernel(host):
-    return FakeKernel(host)
 
 
 class Clock:

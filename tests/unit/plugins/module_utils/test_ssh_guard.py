@@ -15,10 +15,9 @@ import pytest
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed
 from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import HostUsage
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel
-from ansible_collections.hypervisor.vfio.tests.unit.plugins.module_utils.test_bind import bind
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import MGMT, FakeHost, add_mgmt
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import bind_on as bind
 
-MGMT = '0000:00:02.0'   # eth0, default route
 NIC = '0000:00:04.0'    # eth2, 10.0.2.0/24
 OTHER = '0000:00:03.0'  # eth1, 192.168.7.0/24
 
@@ -31,20 +30,12 @@ CLIENT = ('10.0.2.2', 50000)
 @pytest.fixture
 def host(tmp_path):
     h = FakeHost(tmp_path)
-    h.add_module('vfio_pci', driver='vfio-pci')
-    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
-    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
-    h.add_device(MGMT, '1af4', '1041', driver='virtio-pci', net=['eth0'])
+    h.add_modules('vfio_pci', 'virtio_pci', 'e1000e')
+    add_mgmt(h)  # eth0, default route
     h.add_device(OTHER, '8086', '10d3', driver='e1000e', net=['eth1'])
     h.add_device(NIC, '8086', '10d3', driver='e1000e', net=['eth2'])
-    h.add_route('eth0')
     h.add_route('eth1', **NET_192_168_7)
     return h
-
-
-@pytest.fixture
-def kernel(host):
-    return FakeKernel(host)
 
 
 def refused(host, kernel, **params):

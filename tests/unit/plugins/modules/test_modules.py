@@ -13,7 +13,7 @@ import os
 import pytest
 
 from ansible_collections.hypervisor.vfio.plugins.modules import vfio_bind, vfio_facts, vfio_sriov
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, add_mgmt
 from ansible_collections.hypervisor.vfio.tests.unit.plugins.modules.module_runner import run_module
 
 
@@ -29,12 +29,9 @@ def snapshot(root):
 @pytest.fixture
 def host(tmp_path):
     h = FakeHost(tmp_path)
-    h.add_module('vfio_pci', driver='vfio-pci')
-    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
-    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
-    h.add_device('0000:00:02.0', '1af4', '1041', driver='virtio-pci', net=['eth0'])
+    h.add_modules('vfio_pci', 'virtio_vfio_pci', 'virtio_pci')
+    add_mgmt(h)
     h.add_device('0000:00:03.0', '1af4', '1041', driver='virtio-pci')
-    h.add_route('eth0')
     return h
 
 
