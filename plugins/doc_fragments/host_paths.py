@@ -8,7 +8,8 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    """Options shared by every module that reads the kernel's view of devices."""
+    """Options shared by every module that reads the kernel's view of devices (DOCUMENTATION), and
+    by the modules that change the host (LOCK)."""
 
     DOCUMENTATION = r'''
 options:
@@ -54,4 +55,26 @@ options:
     type: list
     elements: path
     default: [/etc/modprobe.d, /run/modprobe.d, /usr/local/lib/modprobe.d, /usr/lib/modprobe.d, /lib/modprobe.d]
+'''
+
+    # hypervisor.vfio.host_paths.lock: the options of the modules that change the host (vfio_bind, vfio_sriov)
+    LOCK = r'''
+options:
+  lock_file:
+    description:
+      - File locked to serialize concurrent runs on the host; M(hypervisor.vfio.vfio_bind) and
+        M(hypervisor.vfio.vfio_sriov) share it.
+    type: path
+    default: /run/hypervisor-vfio.lock
+  lock_timeout:
+    description: Seconds to wait for another run to release O(lock_file).
+    type: int
+    default: 300
+  return_facts:
+    description:
+      - Also return C(ansible_facts.vfio), the facts M(hypervisor.vfio.vfio_facts) gives, read from sysfs
+        after the call, so that later tasks see the new state (drivers, new VFs) and can verify it without
+        another module run.
+    type: bool
+    default: false
 '''

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: hypervisor.vfio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Options every module shares (documented once in the host_paths and host_lock doc fragments),
+"""Options every module shares (documented once in the host_paths doc fragment and its lock part),
 and the run of a module that changes the host, from its parameters to exit_json/fail_json."""
 
 from __future__ import absolute_import, division, print_function
@@ -30,7 +30,7 @@ def host_path_argument_spec():
 
 
 def host_lock_argument_spec():
-    """The options of the modules that change the host (the host_lock doc fragment)."""
+    """The options of the modules that change the host (doc fragment hypervisor.vfio.host_paths.lock)."""
     return dict(
         lock_file=dict(type='path', default='/run/hypervisor-vfio.lock'),
         lock_timeout=dict(type='int', default=300),

@@ -147,14 +147,18 @@ class HostUsage:
             return []
         sessions = self._ssh if self._ssh is not None else self._read_ssh_sessions()
         reasons = []
+        for dev, via in self._stacked(ifaces):
+            for s in sessions:
+                if s['iface'] == dev:
+                    reasons.append('network interface %s%s carries the live SSH session %s -> %s (%s pid %d)'
+                                   % (dev, via, s['remote'], s['local'], s['comm'], s['pid']))
+        return unique(reasons)
+
+    def _stacked(self, ifaces):
+        """(interface, how it is reached) for these interfaces and everything stacked on them."""
         for iface in ifaces:
             for dev in self._uppers(iface):
-                via = '' if dev == iface else ' (stacked on %s)' % iface
-                for s in sessions:
-                    if s['iface'] == dev:
-                        reasons.append('network interface %s%s carries the live SSH session %s -> %s (%s pid %d)'
-                                       % (dev, via, s['remote'], s['local'], s['comm'], s['pid']))
-        return unique(reasons)
+                yield dev, '' if dev == iface else ' (stacked on %s)' % iface
 
     def _uppers(self, iface, seen=None):
         """The interface and every bond, bridge, VLAN or macvlan stacked on it."""
@@ -176,16 +180,14 @@ class HostUsage:
             return []
         routes, v6, v6_default = self._net or self._read_net()
         reasons = []
-        for iface in ifaces:
-            for dev in self._uppers(iface):
-                via = '' if dev == iface else ' (stacked on %s)' % iface
-                if any(r[0] == dev and r[3] for r in routes) or dev in v6_default:
-                    reasons.append('network interface %s%s carries the default route' % (dev, via))
-                if any(r[0] == dev and not r[3] for r in routes):
-                    reasons.append('network interface %s%s has an IPv4 address (it has routes)' % (dev, via))
-                # scope 0x20 is link-local: every up interface has one; not "configured"
-                if any(a[0] == dev and a[2] not in (0x10, 0x20) for a in v6):
-                    reasons.append('network interface %s%s has an IPv6 address' % (dev, via))
+        for dev, via in self._stacked(ifaces):
+            if any(r[0] == dev and r[3] for r in routes) or dev in v6_default:
+                reasons.append('network interface %s%s carries the default route' % (dev, via))
+            if any(r[0] == dev and not r[3] for r in routes):
+                reasons.append('network interface %s%s has an IPv4 address (it has routes)' % (dev, via))
+            # scope 0x20 is link-local: every up interface has one; not "configured"
+            if any(a[0] == dev and a[2] not in (0x10, 0x20) for a in v6):
+                reasons.append('network interface %s%s has an IPv6 address' % (dev, via))
         return unique(reasons)
 
     # -- block ---------------------------------------------------------------

@@ -31,7 +31,7 @@ author:
   - hypervisor.vfio contributors (@hypervisor-vfio)
 extends_documentation_fragment:
   - hypervisor.vfio.host_paths
-  - hypervisor.vfio.host_lock
+  - hypervisor.vfio.host_paths.lock
   - ansible.builtin.action_common_attributes
 attributes:
   check_mode:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import ansible_collections.hypervisor.vfio as collection
+from ansible_collections.hypervisor.vfio.tests.playbook import playbook_env, run_playbook
 
 TOOL = os.path.join(list(collection.__path__)[0], 'tools', 'fakehost.py')
 
@@ -27,23 +28,16 @@ def recap(out):
 
 
 def test_readme_walkthrough(tmp_path):
-    collections = os.path.dirname(os.path.dirname(os.path.dirname(list(collection.__path__)[0])))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections, ANSIBLE_HOME=str(tmp_path / 'ansible-home'),
-               ANSIBLE_NOCOLOR='1', ANSIBLE_LOCALHOST_WARNING='False')
-    playbook = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
-    playbook = playbook if os.path.exists(playbook) else 'ansible-playbook'
     root = str(tmp_path / 'fakehost')
 
     def tool(*args):
-        p = subprocess.run([sys.executable, TOOL, root] + list(args), cwd=str(tmp_path), env=env,
+        p = subprocess.run([sys.executable, TOOL, root] + list(args), cwd=str(tmp_path), env=playbook_env(tmp_path),
                            capture_output=True, text=True, check=False)
         assert p.returncode == 0, p.stdout + p.stderr
         return json.loads(p.stdout)
 
     def play(*args):
-        p = subprocess.run([playbook, '-i', os.path.join(root, 'inventory.json')] + list(args), cwd=str(tmp_path),
-                           env=env, capture_output=True, text=True, check=False)
-        return p.returncode, p.stdout + p.stderr
+        return run_playbook(tmp_path, ['-i', os.path.join(root, 'inventory.json')] + list(args), cwd=tmp_path)
 
     role_vars = tool()
     assert len(role_vars['passthrough_devices']) == 10

@@ -67,8 +67,7 @@ def test_the_archive_is_the_same_for_the_same_sources(tmp_path):
 @pytest.fixture
 def host(tmp_path):
     h = FakeHost(tmp_path / 'host')
-    h.add_module('vfio_pci', driver='vfio-pci')
-    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    h.add_modules('vfio_pci', 'e1000e')
     h.add_device('0000:00:05.0', '8086', '10d3', driver='e1000e')
     h.add_device('0000:01:00.0', '8086', '10c9', driver='igb', sriov_totalvfs=7)
     return h

@@ -19,9 +19,10 @@ import sys
 import pytest
 import yaml
 
+from ansible_collections.hypervisor.vfio.tests.playbook import run_playbook
 from ansible_collections.hypervisor.vfio.tools.fakehost import GENERIC_VFIO_ALIAS, FakeHost
 
-from test_templates import ROLE, ansible_playbook  # noqa: I202 (this folder's sibling test)
+from test_templates import ROLE  # noqa: I202 (this folder's sibling test)
 
 NEW = '6.12.57+deb12-amd64'
 VARIANT_ALIAS = 'alias vfio_pci:v00001AF4d00001041sv*sd*bc*sc*i* virtio_vfio_pci'
@@ -58,11 +59,8 @@ def installed(tmp_path_factory):
                                                                  'dest': str(tmp / '{{ item }}'), 'mode': '0755'},
                   'loop': ['kernel-hook.sh', 'vfio-passthrough']}]}]
     (tmp / 'render.yml').write_text(yaml.safe_dump(play))
-    env = dict(os.environ, ANSIBLE_HOME=str(tmp / 'home'), ANSIBLE_LOCALHOST_WARNING='false',
-               ANSIBLE_INVENTORY_UNPARSED_WARNING='false', ANSIBLE_COLLECTIONS_PATH=os.environ['HV_VFIO_COLLECTIONS_PATH'])
-    p = subprocess.run([ansible_playbook(), str(tmp / 'render.yml')], env=env, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, universal_newlines=True, timeout=300, check=False)
-    assert p.returncode == 0, p.stdout
+    rc, output = run_playbook(tmp, [tmp / 'render.yml'], timeout=300)
+    assert rc == 0, output
     return tmp / 'kernel-hook.sh'
 
 

@@ -14,32 +14,20 @@ __metaclass__ = type
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 import yaml
 
+from ansible_collections.hypervisor.vfio.tests.playbook import run_playbook
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost
-
-# The checkout as the collection (hack/pytest_hv_collection.py, loaded by pytest.ini).
-COLLECTIONS = os.environ['HV_VFIO_COLLECTIONS_PATH']
-
-
-def ansible_playbook():
-    here = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
-    return here if os.path.exists(here) else shutil.which('ansible-playbook')
 
 
 @pytest.fixture
 def host(tmp_path):
     h = FakeHost(tmp_path / 'host')
-    h.add_module('vfio_pci', driver='vfio-pci')
-    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    h.add_modules('vfio_pci', 'e1000e')
     h.add_module('virtio_pci', driver='virtio-pci', loaded=True)
-    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
-    h.add_module('snd_hda_intel', ids=[('10de', '10f0')], loaded=True)
+    h.add_modules('virtio_vfio_pci', 'snd_hda_intel')
     h.add_device('0000:00:02.0', '8086', '10d3', driver='e1000e', net=['eth1'])
     h.add_device('0000:00:03.0', '1af4', '1041', driver='virtio-pci', net=['eth2'])
     h.add_device('0000:01:00.0', '10de', '1eb8', cls='030000', group=20)
@@ -63,12 +51,9 @@ def run_role(tmp_path, h, devices, cli=(), **extra):
     pb.write_text(yaml.safe_dump(play))
     ev = tmp_path / 'vars.json'
     ev.write_text(json.dumps(vars_))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_HOME=str(tmp_path / 'home'),
-               ANSIBLE_LOCALHOST_WARNING='false', ANSIBLE_INVENTORY_UNPARSED_WARNING='false', ANSIBLE_NOCOLOR='1')
-    p = subprocess.run([ansible_playbook(), '--check', '--diff'] + list(cli) + ['-e', '@%s' % ev, str(pb)], env=env,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=300, check=False)
+    rc, out = run_playbook(tmp_path, ['--check', '--diff'] + list(cli) + ['-e', '@%s' % ev, pb], timeout=300)
     bound = json.loads((tmp_path / 'bound.json').read_text()) if (tmp_path / 'bound.json').exists() else None
-    return p.returncode, p.stdout, bound
+    return rc, out, bound
 
 
 def test_check_mode_plans_the_bind_and_writes_nothing(tmp_path, host):

@@ -10,14 +10,12 @@ __metaclass__ = type
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 
 import yaml
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import parse_state
 from ansible_collections.hypervisor.vfio.plugins.module_utils.sriov import run_sriov
+from ansible_collections.hypervisor.vfio.tests.playbook import run_playbook
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel, bind_on
 
 ROLE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,10 +30,8 @@ def engine_answers(tmp_path):
     """What the role's modules return for REQUEST on a fake host (the engine in check mode):
     vfio_bind's result and vfio_sriov's."""
     h = FakeHost(tmp_path / 'host')
-    h.add_module('vfio_pci', driver='vfio-pci', loaded=True)
-    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
-    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
-    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    h.add_modules('vfio_pci', loaded=True)
+    h.add_modules('virtio_vfio_pci', 'virtio_pci', 'e1000e')
     h.add_device('0000:00:04.0', '1af4', '1041', driver='virtio_vfio_pci', override='virtio_vfio_pci')
     with open(os.path.join(h.dev_dir('0000:00:04.0'), 'd3cold_allowed'), 'w') as f:
         f.write('1\n')     # a PCIe port's function: the kernel shows the attribute
@@ -47,11 +43,6 @@ def engine_answers(tmp_path):
     sriov = run_sriov({'pfs': [{'pf': '3b:00.0', 'numvfs': 4}]}, kernel, check_mode=True)
     assert not kernel.log
     return bind, sriov
-
-
-def ansible_playbook():
-    here = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
-    return here if os.path.exists(here) else shutil.which('ansible-playbook')
 
 
 def render_all(tmp_path):
@@ -75,11 +66,8 @@ def render_all(tmp_path):
     }]
     pb = tmp_path / 'render.yml'
     pb.write_text(yaml.safe_dump(play))
-    env = dict(os.environ, ANSIBLE_HOME=str(tmp_path / 'home'), ANSIBLE_LOCALHOST_WARNING='false',
-               ANSIBLE_INVENTORY_UNPARSED_WARNING='false')
-    p = subprocess.run([ansible_playbook(), str(pb)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       universal_newlines=True, timeout=300, check=False)
-    assert p.returncode == 0, p.stdout
+    rc, output = run_playbook(tmp_path, [pb], timeout=300)
+    assert rc == 0, output
     return dict((n[:-3], (out / n[:-3]).read_text()) for n in names)
 
 
