@@ -14,8 +14,10 @@ import io
 import json
 import os
 
+import pytest
+
 from ansible_collections.hypervisor.vfio.plugins.module_utils import cli
-from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import run_bind
+from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import KernelError, KernelFS, WriteTimeout
 from ansible_collections.hypervisor.vfio.tools.fakehost import FakeHost
@@ -195,6 +197,14 @@ def bind_on(host, kernel, check_mode=False, **params):
     p = host.params(**params)
     return run_bind(p, HostContext(p, fs=kernel), kernel.modprobe, check_mode=check_mode,
                     may_load_modules=True)
+
+
+def refused(host, kernel, **params):
+    """vfio_bind refused on a FakeHost: (its message, its result), and nothing was written."""
+    with pytest.raises(BindFailed) as e:
+        bind_on(host, kernel, **params)
+    assert kernel.log == [], 'refused, yet something was written'
+    return str(e.value), e.value.result
 
 
 def write_state(host, devices=(), sriov=(), **kw):

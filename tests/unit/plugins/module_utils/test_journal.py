@@ -51,6 +51,14 @@ def kill_at_commit(monkeypatch, n):
     monkeypatch.setattr(Journal, '_commit', commit)
 
 
+def killed_bind(monkeypatch, n, host, kernel, **params):
+    """A vfio_bind run killed before its n-th journal write: what it leaves, for the next run."""
+    kill_at_commit(monkeypatch, n)
+    with pytest.raises(Killed):
+        bind(host, kernel, **params)
+    monkeypatch.undo()
+
+
 # Journal writes of a one-device VFIO bind: 1 the transaction, 2 "set driver_override", 3 "unbind",
 # 4 "bind", 5 "done".  Killed before write n, the kernel has done the steps before it.
 REBIND_CUTS = [
@@ -65,10 +73,7 @@ REBIND_CUTS = [
 
 @pytest.mark.parametrize('n, left, has_journal, decision', REBIND_CUTS)
 def test_killed_rebind_is_repaired_by_the_next_run(host, kernel, monkeypatch, n, left, has_journal, decision):
-    kill_at_commit(monkeypatch, n)
-    with pytest.raises(Killed):
-        bind(host, kernel, devices=[NIC])
-    monkeypatch.undo()
+    killed_bind(monkeypatch, n, host, kernel, devices=[NIC])
     assert state(kernel, NIC) == left
     assert os.path.exists(journal_file(host)) == has_journal
     # the next run asks for something else: the NIC must end where it was, or completed
@@ -91,10 +96,7 @@ def test_killed_rebind_is_repaired_by_the_next_run(host, kernel, monkeypatch, n,
 
 @pytest.mark.parametrize('n', [2, 3, 4, 5])
 def test_killed_rebind_then_same_request_converges(host, kernel, monkeypatch, n):
-    kill_at_commit(monkeypatch, n)
-    with pytest.raises(Killed):
-        bind(host, kernel, devices=[NIC])
-    monkeypatch.undo()
+    killed_bind(monkeypatch, n, host, kernel, devices=[NIC])
     r = bind(host, kernel, devices=[NIC])
     assert state(kernel, NIC) == ('vfio-pci', 'vfio-pci')
     assert r['journal']['path'] == journal_file(host)
@@ -115,10 +117,7 @@ RESTORE_CUTS = [
 @pytest.mark.parametrize('n, left, decision', RESTORE_CUTS)
 def test_killed_restore_is_repaired(host, kernel, monkeypatch, n, left, decision):
     bind(host, kernel, devices=[NIC])
-    kill_at_commit(monkeypatch, n)
-    with pytest.raises(Killed):
-        bind(host, kernel, devices=[NIC], state='host')
-    monkeypatch.undo()
+    killed_bind(monkeypatch, n, host, kernel, devices=[NIC], state='host')
     assert state(kernel, NIC) == left
     stale = journal_file(host) + '.99999.tmp'  # the temporary file of a run killed while writing it
     with open(stale, 'w') as f:
@@ -132,10 +131,7 @@ def test_killed_restore_is_repaired(host, kernel, monkeypatch, n, left, decision
 
 def test_killed_in_the_second_device_keeps_the_first_and_rolls_back_the_second(host, kernel, monkeypatch):
     # writes: 1 transaction; VIRTIO 2 override, 3 unbind, 4 bind, 5 done; NIC 6 override, 7 unbind
-    kill_at_commit(monkeypatch, 7)
-    with pytest.raises(Killed):
-        bind(host, kernel, devices=[VIRTIO, NIC])
-    monkeypatch.undo()
+    killed_bind(monkeypatch, 7, host, kernel, devices=[VIRTIO, NIC])
     with open(journal_file(host)) as f:
         left = json.load(f)
     assert [(d['address'], d['step']) for d in left['devices']] == [
@@ -148,10 +144,7 @@ def test_killed_in_the_second_device_keeps_the_first_and_rolls_back_the_second(h
 
 
 def test_check_mode_reports_a_leftover_journal_without_repairing(host, kernel, monkeypatch):
-    kill_at_commit(monkeypatch, 4)
-    with pytest.raises(Killed):
-        bind(host, kernel, devices=[NIC])
-    monkeypatch.undo()
+    killed_bind(monkeypatch, 4, host, kernel, devices=[NIC])
     kernel.log[:] = []
     r = bind(host, kernel, check_mode=True, devices=[NIC])
     assert [d['decision'] for d in r['journal']['devices']] == ['rollback']
@@ -216,10 +209,7 @@ def test_clean_failure_removes_the_journal(host, kernel):
 
 
 def test_rollback_that_fails_keeps_the_journal_and_refuses_to_plan(host, kernel, monkeypatch):
-    kill_at_commit(monkeypatch, 4)
-    with pytest.raises(Killed):
-        bind(host, kernel, devices=[NIC])
-    monkeypatch.undo()
+    killed_bind(monkeypatch, 4, host, kernel, devices=[NIC])
     kernel.fail_probe.add('e1000e')
     kernel.log[:] = []
     with pytest.raises(BindFailed) as e:
@@ -255,10 +245,7 @@ def test_rollback_off_vfio_refused_while_a_vm_holds_the_group(host, kernel):
 
 
 def test_vanished_device_in_the_journal_is_reported(host, kernel, monkeypatch):
-    kill_at_commit(monkeypatch, 4)
-    with pytest.raises(Killed):
-        bind(host, kernel, devices=[NIC])
-    monkeypatch.undo()
+    killed_bind(monkeypatch, 4, host, kernel, devices=[NIC])
     host.unplug(NIC)
     r = bind(host, kernel, devices=[TESTDEV])
     assert [d['decision'] for d in r['journal']['devices']] == ['gone']

@@ -13,9 +13,8 @@ import os
 
 import pytest
 
-from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed
 from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import HostUsage
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import MGMT, FakeHost, add_mgmt
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import MGMT, FakeHost, add_mgmt, refused
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import bind_on as bind
 
 NIC = '0000:00:04.0'    # eth2, 10.0.2.0/24
@@ -36,13 +35,6 @@ def host(tmp_path):
     h.add_device(NIC, '8086', '10d3', driver='e1000e', net=['eth2'])
     h.add_route('eth1', **NET_192_168_7)
     return h
-
-
-def refused(host, kernel, **params):
-    with pytest.raises(BindFailed) as e:
-        bind(host, kernel, **params)
-    assert kernel.log == [], 'refused, yet something was written'
-    return str(e.value), e.value.result
 
 
 def add_inet6(host, iface, hexaddr, scope='00'):
@@ -80,26 +72,24 @@ def test_session_on_a_bridge_stacked_on_the_nic_is_refused(host, kernel):
     assert 'br0 (stacked on eth2) has an IPv4 address' in msg
 
 
-def test_ipv6_session_matched_to_the_interface_holding_the_address(host, kernel):
-    add_inet6(host, 'eth2', 'fd000000000000000000000000000015')
-    host.add_ssh_session(900, ('fd00::15', 22), ('fd00::2', 41000))
+@pytest.mark.parametrize('ipv6, pid, server, client, comm, expected', [
+    # matched to the interface that holds the IPv6 address
+    (True, 900, ('fd00::15', 22), ('fd00::2', 41000), 'sshd',
+     'eth2 carries the live SSH session [fd00::2]:41000 -> [fd00::15]:22 (sshd pid 900)'),
+    # sshd listening on :: takes IPv4 connections on a tcp6 socket (::ffff:a.b.c.d)
+    (False, 901, ('::ffff:10.0.2.15', 22), ('::ffff:10.0.2.2', 50001), 'sshd',
+     'eth2 carries the live SSH session 10.0.2.2:50001 -> 10.0.2.15:22 (sshd pid 901)'),
+    # OpenSSH 9.8 runs each session in a process of its own
+    (False, 902, SERVER, CLIENT, 'sshd-session', '(sshd-session pid 902)'),
+], ids=['ipv6', 'ipv4-mapped-in-tcp6', 'openssh-9.8-sshd-session'])
+def test_session_forms_are_recognised(host, kernel, ipv6, pid, server, client, comm, expected):
+    if ipv6:
+        add_inet6(host, 'eth2', 'fd000000000000000000000000000015')
+    else:
+        host.add_route('eth2', **NET_10_0_2)
+    host.add_ssh_session(pid, server, client, comm=comm)
     msg, dummy = refused(host, kernel, devices=[NIC], force=True)
-    assert 'eth2 carries the live SSH session [fd00::2]:41000 -> [fd00::15]:22 (sshd pid 900)' in msg
-
-
-def test_ipv4_mapped_session_in_tcp6(host, kernel):
-    """sshd listening on :: takes IPv4 connections on a tcp6 socket (::ffff:a.b.c.d)."""
-    host.add_route('eth2', **NET_10_0_2)
-    host.add_ssh_session(901, ('::ffff:10.0.2.15', 22), ('::ffff:10.0.2.2', 50001))
-    msg, dummy = refused(host, kernel, devices=[NIC], force=True)
-    assert 'eth2 carries the live SSH session 10.0.2.2:50001 -> 10.0.2.15:22 (sshd pid 901)' in msg
-
-
-def test_openssh_98_session_process_is_recognised(host, kernel):
-    host.add_route('eth2', **NET_10_0_2)
-    host.add_ssh_session(902, SERVER, CLIENT, comm='sshd-session')
-    msg, dummy = refused(host, kernel, devices=[NIC], force=True)
-    assert '(sshd-session pid 902)' in msg
+    assert expected in msg
 
 
 def test_one_socket_held_by_monitor_and_child_is_one_session(host, kernel):
