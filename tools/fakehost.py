@@ -131,6 +131,10 @@ class FakeHost:
         self.dep = []
         self.write_aliases()
 
+    def write(self, path, text):
+        """A file of the tree (path relative to root, its folders made), with text as its content."""
+        _write(os.path.join(self.root, path), text)
+
     # -- module files ----------------------------------------------------------
     def write_aliases(self):
         _write(os.path.join(self.moddir, self.release, 'modules.alias'),

@@ -43,9 +43,7 @@ GPU, AUDIO, VIRTIO, PF, VF, BRIDGE, HOSTNIC = (
 @pytest.fixture
 def facts(tmp_path):
     h = FakeHost(tmp_path)
-    h.add_module('vfio_pci', driver='vfio-pci', loaded=True)
-    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True, loaded=True)
-    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
+    h.add_modules('vfio_pci', 'virtio_vfio_pci', 'virtio_pci', loaded=True)
     h.add_device(BRIDGE, '8086', '1901', cls='060400', driver='pcieport')
     h.add_device(HOSTNIC, '1af4', '1041', driver='virtio-pci', net=['eth0'])
     h.add_device(GPU, '10de', '1eb8', cls='030200', subvendor='10de', subdevice='12a2', driver='vfio-pci',

@@ -64,33 +64,28 @@ def _fill(subpattern, width, rng, pool=None):
     share = [0] * len(stars)
     for dummy in range(free if stars else 0):
         share[rng.randrange(len(stars))] += 1
-    out = []
-    k = 0
-    for t in toks:
-        if t == '*':
-            out.append(''.join(rng.choice(HEX) for dummy in range(share[k])))
-            k += 1
-        elif t == '?':
-            out.append(rng.choice(HEX))
-        elif t.startswith('['):
-            out.append(rng.choice(_class_members(t)))
-        elif t.startswith('\\'):
-            out.append(t[1:])
-        else:
-            out.append(t)
-    return ''.join(out)
+    sizes = iter(share)
+    return _fill_tokens(toks, rng, lambda: ''.join(rng.choice(HEX) for dummy in range(next(sizes))), HEX)
 
 
 def _fill_generic(pattern, rng):
     """A string matching any glob: '*' -> 0-3 random chars, '?' -> one, [..] -> a member."""
+    return _fill_tokens(_tokens(pattern), rng,
+                        lambda: ''.join(rng.choice(HEX + 'xyz_:') for dummy in range(rng.randrange(4))),
+                        HEX + 'abcdefghijklmnopqrstuvwxyz_-:')
+
+
+def _fill_tokens(toks, rng, star, alphabet):
+    """The string the glob tokens match: star() for each '*', a hex digit for '?', a member (of
+    alphabet when it has one) for a [..] class, the escaped character, the literal."""
     out = []
-    for t in _tokens(pattern):
+    for t in toks:
         if t == '*':
-            out.append(''.join(rng.choice(HEX + 'xyz_:') for dummy in range(rng.randrange(4))))
+            out.append(star())
         elif t == '?':
             out.append(rng.choice(HEX))
         elif t.startswith('[') and len(t) > 1:
-            out.append(rng.choice(_class_members(t, HEX + 'abcdefghijklmnopqrstuvwxyz_-:')))
+            out.append(rng.choice(_class_members(t, alphabet)))
         elif t.startswith('\\'):
             out.append(t[1:])
         else:

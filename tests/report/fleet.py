@@ -18,11 +18,10 @@ def hv1(root):
     """Intel, IOMMU on: a NIC on vfio-pci, a virtio-net with its variant, a GPU group half bound,
     an SR-IOV PF with two VFs (one on vfio-pci)."""
     h = FakeHost(root)
-    h.add_module('vfio_pci', driver='vfio-pci', loaded=True)
-    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    h.add_modules('vfio_pci', loaded=True)
+    h.add_modules('e1000e')
     h.add_module('virtio_pci', driver='virtio-pci', loaded=True)
-    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
-    h.add_module('snd_hda_intel', ids=[('10de', '10f0')], loaded=True)
+    h.add_modules('virtio_vfio_pci', 'snd_hda_intel')
     h.add_module('ixgbe', ids=[('8086', '10fb')], loaded=True)
     h.add_module('ixgbevf', ids=[('8086', '10ed')], loaded=True)
     h.add_device('0000:00:01.0', '8086', '1901', cls='060400', driver='pcieport')
@@ -33,42 +32,33 @@ def hv1(root):
     h.add_device('0000:3b:00.0', '8086', '10fb', driver='ixgbe', net=['eno1'], sriov_totalvfs=64)
     for i, drv in enumerate(('vfio-pci', 'ixgbevf')):
         h.add_device('0000:3b:10.%d' % (i * 2), '8086', '10ed', driver=drv, physfn='0000:3b:00.0')
-    with open(os.path.join(h.sys, 'bus/pci/devices/0000:3b:00.0/sriov_numvfs'), 'w') as f:
-        f.write('2\n')
-    with open(os.path.join(h.sys, 'bus/pci/devices/0000:3b:00.0/sriov_drivers_autoprobe'), 'w') as f:
-        f.write('0\n')
+    h.write('sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs', '2\n')
+    h.write('sys/bus/pci/devices/0000:3b:00.0/sriov_drivers_autoprobe', '0\n')
     os.makedirs(os.path.join(h.sys, 'class/iommu/dmar0'))
     # Booted through Debian's GRUB (BOOT_IMAGE= on the command line, update-grub installed).
-    os.makedirs(os.path.join(h.root, 'usr/sbin'))
-    with open(os.path.join(h.root, 'usr/sbin/update-grub'), 'w') as f:
-        f.write('#!/bin/sh\n')
+    h.write('usr/sbin/update-grub', '#!/bin/sh\n')
     return h
 
 
 def hv2(root):
     """AMD, IOMMU on: a device two variant drivers claim equally (ambiguous), nothing bound."""
     h = FakeHost(root)
-    h.add_module('vfio_pci', driver='vfio-pci')
-    h.add_module('mlx5_core', ids=[('15b3', '101e')], loaded=True)
-    h.add_module('mlx5_vfio_pci', ids=[('15b3', '101e')], override_only=True)
+    h.add_modules('vfio_pci', 'mlx5_core', 'mlx5_vfio_pci')
     h.add_module('acme_vfio_pci', ids=[('15b3', '101e')], override_only=True)
     h.add_device('0000:00:01.0', '1022', '1483', cls='060400', driver='pcieport')
     h.add_device('0000:41:00.2', '15b3', '101e', driver='mlx5_core', net=['ens1f0v0'])
     h.add_device('0000:42:00.0', '1b36', '0005', cls='00ff00', reset_method=None)
     os.makedirs(os.path.join(h.sys, 'class/iommu/ivhd0'))
-    with open(os.path.join(h.proc, 'cmdline'), 'w') as f:
-        f.write('BOOT_IMAGE=/vmlinuz root=/dev/sda1 iommu=pt\n')
+    h.write('proc/cmdline', 'BOOT_IMAGE=/vmlinuz root=/dev/sda1 iommu=pt\n')
     return h
 
 
 def hv3(root):
     """IOMMU off: no groups, no IOMMU units, no IOMMU arguments."""
     h = FakeHost(root)
-    h.add_module('vfio_pci', driver='vfio-pci')
-    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    h.add_modules('vfio_pci', 'e1000e')
     h.add_device('0000:00:19.0', '8086', '10d3', driver='e1000e', net=['eno1'], group=None)
-    with open(os.path.join(h.proc, 'cmdline'), 'w') as f:
-        f.write('BOOT_IMAGE=/vmlinuz root=/dev/sda1 quiet\n')
+    h.write('proc/cmdline', 'BOOT_IMAGE=/vmlinuz root=/dev/sda1 quiet\n')
     return h
 
 

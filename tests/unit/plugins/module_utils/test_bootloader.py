@@ -296,8 +296,7 @@ def test_iommu_facts_carry_vendor_and_enable_args(tmp_path):
 
 def kernel_host(tmp_path):
     h = FakeHost(tmp_path)
-    h.add_module('vfio_pci', driver='vfio-pci', loaded=True)
-    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True, loaded=True)
+    h.add_modules('vfio_pci', 'virtio_vfio_pci', loaded=True)
     h.add_device('0000:00:10.0', driver='vfio-pci')
     h.add_device('0000:00:11.0', '1af4', '1041', driver='virtio_vfio_pci')
     os.makedirs(os.path.join(h.dev_dir('0000:00:11.0'), 'vfio-dev', 'vfio0'))
