@@ -362,37 +362,23 @@ def bench_size(n, tmp, modules_dir, release, repeats, lspci, with_module=True):
 
     cpu = {'core': [], 'scan': [], 'floor': []}   # CPU time (user+sys) of the same runs
 
-    def core():
-        c, t = time.process_time(), time.perf_counter()
-        collect_facts(HostContext(params))
-        t, c = time.perf_counter() - t, time.process_time() - c
-        cpu['core'].append(c)
-        return t
+    def timed(work, cpu_of=None, prepare=lambda: None):
+        """A case: the wall time of work(prepare()) (prepare is not timed); its CPU time goes to cpu[cpu_of]."""
+        def case():
+            arg = prepare()
+            c, t = time.process_time(), time.perf_counter()
+            work(arg)
+            t, c = time.perf_counter() - t, time.process_time() - c
+            if cpu_of:
+                cpu[cpu_of].append(c)
+            return t
+        return case
 
-    def scan():
-        host = HostContext(params)
-        c, t = time.process_time(), time.perf_counter()
-        collect_facts(host)
-        t, c = time.perf_counter() - t, time.process_time() - c
-        cpu['scan'].append(c)
-        return t
-
-    def ctx():
-        t = time.perf_counter()
-        HostContext(params)
-        return time.perf_counter() - t
-
-    def flr():
-        c, t = time.process_time(), time.perf_counter()
-        floor(sysfs, procfs)
-        t, c = time.perf_counter() - t, time.process_time() - c
-        cpu['floor'].append(c)
-        return t
-
-    def flrm():
-        t = time.perf_counter()
-        floor(sysfs, procfs, files)
-        return time.perf_counter() - t
+    core = timed(lambda dummy: collect_facts(HostContext(params)), 'core')
+    scan = timed(collect_facts, 'scan', prepare=lambda: HostContext(params))
+    ctx = timed(lambda dummy: HostContext(params))
+    flr = timed(lambda dummy: floor(sysfs, procfs), 'floor')
+    flrm = timed(lambda dummy: floor(sysfs, procfs, files))
 
     cases = [('core', core), ('scan', scan), ('context', ctx), ('floor', flr), ('floor+m', flrm),
              ('lspci', lambda: lspci.run(sysfs)['t'])]

@@ -33,7 +33,24 @@ def _bin(name):
     return cand if os.path.exists(cand) else name
 
 
-class Lab:
+class GuestReads:
+    """A device's sysfs attributes, driver and driver_override, read through ``self.ssh`` (the
+    lab VM's and the real-boot guest's)."""
+
+    def sysfs(self, address, attr):
+        out = self.ssh('cat /sys/bus/pci/devices/%s/%s 2>/dev/null || true' % (address, attr)).strip()
+        return out
+
+    def driver(self, address):
+        out = self.ssh('readlink /sys/bus/pci/devices/%s/driver || true' % address).strip()
+        return os.path.basename(out) or None
+
+    def override(self, address):
+        v = self.sysfs(address, 'driver_override')
+        return None if v in ('', '(null)') else v
+
+
+class Lab(GuestReads):
     """One lab VM: its inventory, an SSH shell, and Ansible module calls."""
 
     def __init__(self, inventory, collections_path):
@@ -60,18 +77,6 @@ class Lab:
         if check and p.returncode != 0:
             raise AssertionError('lab command %r failed (%d): %s %s' % (command, p.returncode, p.stdout, p.stderr))
         return p.stdout
-
-    def sysfs(self, address, attr):
-        out = self.ssh('cat /sys/bus/pci/devices/%s/%s 2>/dev/null || true' % (address, attr)).strip()
-        return out
-
-    def driver(self, address):
-        out = self.ssh('readlink /sys/bus/pci/devices/%s/driver || true' % address).strip()
-        return os.path.basename(out) or None
-
-    def override(self, address):
-        v = self.sysfs(address, 'driver_override')
-        return None if v in ('', '(null)') else v
 
     def state(self, address):
         return self.states([address])[address]

@@ -31,7 +31,7 @@ import time
 
 import pytest
 import yaml
-from conftest import as_root
+from conftest import GuestReads, as_root
 
 MARKERS = {
     'lab': 'needs a QEMU lab guest (slow, real kernel)',
@@ -74,7 +74,7 @@ def _bin(name):
     return found
 
 
-class HostImage:
+class HostImage(GuestReads):
     """One lab/hostimage guest: SSH, reboots, Ansible runs."""
 
     def __init__(self, name, workdir):
@@ -112,14 +112,6 @@ class HostImage:
         if check and p.returncode != 0:
             raise AssertionError('guest command %r failed (%d): %s %s' % (command, p.returncode, p.stdout, p.stderr))
         return p.stdout
-
-    def driver(self, address):
-        out = self.ssh('readlink /sys/bus/pci/devices/%s/driver || true' % address).strip()
-        return os.path.basename(out) or None
-
-    def override(self, address):
-        v = self.ssh('cat /sys/bus/pci/devices/%s/driver_override' % address).strip()
-        return None if v in ('', '(null)') else v
 
     def boot_id(self):
         return self.ssh('cat /proc/sys/kernel/random/boot_id').strip()

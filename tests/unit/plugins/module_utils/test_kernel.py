@@ -35,9 +35,14 @@ def test_unreadable_attribute_raises_named_error_or_none(tmp_path):
     assert fs.read_optional('dir') is None
 
 
+def empty_file(path):
+    """An empty file standing in for a sysfs attribute (a path object)."""
+    path.write_text('')
+    return path
+
+
 def test_bounded_writes_share_one_helper_process(tmp_path):
-    target = tmp_path / 'attr'
-    target.write_text('')
+    target = empty_file(tmp_path / 'attr')
     writer = BoundedWriter()
     try:
         for i in range(20):
@@ -53,8 +58,7 @@ def test_bounded_writes_share_one_helper_process(tmp_path):
 def test_bounded_write_times_out_on_a_blocking_write_and_the_next_write_works(tmp_path):
     fifo = str(tmp_path / 'unbind')
     os.mkfifo(fifo)  # opening a FIFO with no reader blocks, like unbind of a held device
-    target = tmp_path / 'driver_override'
-    target.write_text('')
+    target = empty_file(tmp_path / 'driver_override')
     writer = BoundedWriter()
     try:
         assert writer.write(str(target), b'x', 5) == 0
@@ -78,8 +82,7 @@ def test_bounded_write_times_out_on_a_blocking_write_and_the_next_write_works(tm
 def test_bounded_write_helper_holds_no_inherited_descriptor(tmp_path):
     """A helper stuck in the kernel must not keep the caller's pipes (Ansible's stdout) open."""
     r, w = os.pipe()
-    target = tmp_path / 'attr'
-    target.write_text('')
+    target = empty_file(tmp_path / 'attr')
     writer = BoundedWriter()
     try:
         assert writer.write(str(target), b'1', 5) == 0  # the helper is running now
