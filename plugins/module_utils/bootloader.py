@@ -146,11 +146,8 @@ def iommu_vendor(units, cpu):
 
 
 def _read_text(path):
-    try:
-        with open(path, 'rb') as f:
-            return f.read().decode('utf-8', 'replace')
-    except (IOError, OSError):
-        return None
+    data = _read_bytes(path)
+    return None if data is None else data.decode('utf-8', 'replace')
 
 
 def _read_bytes(path):

@@ -258,11 +258,7 @@ class HostUsage:
             paths.append('/dev/vfio/%s' % rec['iommu_group'])
             paths.append('/dev/vfio/noiommu-%s' % rec['iommu_group'])
         paths.extend('/dev/vfio/devices/%s' % d for d in rec.get('vfio_dev') or ())
-        reasons = []
-        for path in paths:
-            for pid, comm in users.get(path, ()):
-                reasons.append('%s is open by pid %d (%s), a VM or another VFIO user' % (path, pid, comm))
-        return unique(reasons)
+        return unique(_held_open(users, paths, '%s is open by pid %d (%s), a VM or another VFIO user'))
 
     # -- GPUs the host uses ------------------------------------------------------
     def gpu_reasons(self, rec, device_rel):
@@ -281,10 +277,7 @@ class HostUsage:
             users = self._vfio_users if self._vfio_users is not None else self._read_vfio_users()
         if nvidia:
             nodes += self._nvidia_nodes(rec['address'], users)
-        reasons = []
-        for node in nodes:
-            for pid, comm in users.get(node, ()):
-                reasons.append('GPU device node %s is open by pid %d (%s)' % (node, pid, comm))
+        reasons = _held_open(users, nodes, 'GPU device node %s is open by pid %d (%s)')
         reasons += self._boot_framebuffer_reasons(base)
         return unique(reasons)
 
@@ -344,3 +337,8 @@ class HostUsage:
                                    'free it)' % (name, start, end, 'ROM' if i == 6 else 'BAR %d' % i,
                                                  '; framebuffers: ' + ', '.join(consoles) if consoles else ''))
         return reasons
+
+
+def _held_open(users, paths, text):
+    """text % (path, pid, comm) for each process (users: path -> [(pid, comm)]) holding one of paths."""
+    return [text % (path, pid, comm) for path in paths for pid, comm in users.get(path, ())]

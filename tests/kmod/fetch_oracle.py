@@ -205,14 +205,11 @@ def system_mirror():
                 text = f.read()
         except (IOError, OSError):
             continue
-        for m in re.finditer(r'^\s*URIs:\s*(\S+)', text, re.M):
-            uri = m.group(1).rstrip('/')
-            if uri.endswith('/debian'):
-                return uri
-        for m in re.finditer(r'^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+bookworm', text, re.M):
-            uri = m.group(1).rstrip('/')
-            if uri.endswith('/debian'):
-                return uri
+        for line in (r'^\s*URIs:\s*(\S+)', r'^\s*deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+bookworm'):
+            for m in re.finditer(line, text, re.M):
+                uri = m.group(1).rstrip('/')
+                if uri.endswith('/debian'):
+                    return uri
     return 'http://deb.debian.org/debian'
 
 

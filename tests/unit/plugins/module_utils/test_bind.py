@@ -75,10 +75,15 @@ def test_unbound_device_is_bound(host, kernel):
     assert not any(w[0].endswith('/unbind') for w in kernel.log)
 
 
-def test_bound_without_override_only_sets_override(host, kernel):
+def nic_on_vfio_pci(host):
+    """NIC already bound to vfio-pci (loaded), without driver_override."""
     host.load('vfio_pci')
     host.detach(NIC)
     host.attach(NIC, 'vfio-pci')
+
+
+def test_bound_without_override_only_sets_override(host, kernel):
+    nic_on_vfio_pci(host)
     r = bind(host, kernel, devices=[NIC])
     assert r['devices'][0]['action'] == 'override'
     assert kernel.device_writes() == [('bus/pci/devices/%s/driver_override' % NIC, 'vfio-pci')]
@@ -147,9 +152,7 @@ def test_probe_failure_rolls_back_every_device(host, kernel):
 
 
 def test_unbind_timeout_reports_pending_and_rolls_back_others(host, kernel):
-    host.load('vfio_pci')
-    host.detach(NIC)
-    host.attach(NIC, 'vfio-pci')
+    nic_on_vfio_pci(host)
     kernel.hang_unbind.add('vfio-pci')
     with pytest.raises(BindFailed) as e:
         bind(host, kernel, devices=[VIRTIO, {'address': NIC, 'driver': 'vfio_testdev'}], force=True)

@@ -14,6 +14,7 @@ __metaclass__ = type
 
 import contextlib
 import json
+import os
 
 import pytest
 
@@ -31,6 +32,17 @@ except ImportError:  # ansible-core < 2.19
             yield
         finally:
             basic._ANSIBLE_ARGS = old
+
+
+def path_args(host):
+    """The module arguments that point a module at a FakeHost."""
+    return dict(sysfs_path=host.sys, procfs_path=host.proc, modules_dir=host.moddir, modprobe_config_dirs=[host.confdir])
+
+
+def host_args(host, **kw):
+    """path_args, and the lock file and journal in the FakeHost's tree."""
+    return dict(path_args(host), lock_file=os.path.join(host.root, 'lock'),
+                journal_file=os.path.join(host.root, 'journal.json'), **kw)
 
 
 def run_module(mod, args, capsys, check_mode=False, diff=False):

@@ -8,13 +8,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import os
 
 import pytest
 
 from ansible_collections.hypervisor.vfio.plugins.modules import vfio_bind
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import VIRTIO, FakeKernel, vfio_host
-from ansible_collections.hypervisor.vfio.tests.unit.plugins.modules.module_runner import run_module
+from ansible_collections.hypervisor.vfio.tests.unit.plugins.modules.module_runner import host_args, run_module
 
 
 @pytest.fixture
@@ -24,9 +23,7 @@ def host(tmp_path):
 
 def test_module_reports_the_consumer_in_check_mode(host, capsys):
     """vfio_bind end to end (AnsibleModule, check mode): the plan takes vfio_pci, the result says why."""
-    args = dict(sysfs_path=host.sys, procfs_path=host.proc, modules_dir=host.moddir,
-                modprobe_config_dirs=[host.confdir], devices=[VIRTIO], consumer='kubevirt',
-                lock_file=os.path.join(host.root, 'lock'), journal_file=os.path.join(host.root, 'journal.json'))
+    args = host_args(host, devices=[VIRTIO], consumer='kubevirt')
     out = run_module(vfio_bind, args, capsys, check_mode=True)
     (dev,) = out['devices']
     assert (dev['action'], dev['module']) == ('rebind', 'vfio_pci')
@@ -34,10 +31,7 @@ def test_module_reports_the_consumer_in_check_mode(host, capsys):
 
 
 def test_module_refuses_a_contradicting_pin(host, capsys):
-    args = dict(sysfs_path=host.sys, procfs_path=host.proc, modules_dir=host.moddir,
-                modprobe_config_dirs=[host.confdir], devices=[{'address': VIRTIO, 'driver': 'virtio_vfio_pci'}],
-                consumer='proxmox', lock_file=os.path.join(host.root, 'lock'),
-                journal_file=os.path.join(host.root, 'journal.json'))
+    args = host_args(host, devices=[{'address': VIRTIO, 'driver': 'virtio_vfio_pci'}], consumer='proxmox')
     out = run_module(vfio_bind, args, capsys)
     assert out['failed'] and 'invalid request, nothing was changed' in out['msg']
     assert 'pins driver virtio_vfio_pci, which contradicts consumer=proxmox' in out['msg']

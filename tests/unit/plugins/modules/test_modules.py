@@ -14,7 +14,7 @@ import pytest
 
 from ansible_collections.hypervisor.vfio.plugins.modules import vfio_bind, vfio_facts, vfio_sriov
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, add_mgmt
-from ansible_collections.hypervisor.vfio.tests.unit.plugins.modules.module_runner import run_module
+from ansible_collections.hypervisor.vfio.tests.unit.plugins.modules.module_runner import host_args, path_args, run_module
 
 
 def snapshot(root):
@@ -35,10 +35,6 @@ def host(tmp_path):
     return h
 
 
-def path_args(h):
-    return dict(sysfs_path=h.sys, procfs_path=h.proc, modules_dir=h.moddir, modprobe_config_dirs=[h.confdir])
-
-
 def test_facts_module(host, capsys):
     out = run_module(vfio_facts, path_args(host), capsys, check_mode=True)
     assert not out['changed']
@@ -54,8 +50,7 @@ def test_facts_module_bad_release(host, capsys):
 
 def test_bind_check_mode_diff_writes_nothing(host, capsys):
     before = snapshot(host.root)
-    args = dict(path_args(host), devices=['00:03.0'], lock_file=os.path.join(host.root, 'lock'),
-                journal_file=os.path.join(host.root, 'journal.json'))
+    args = host_args(host, devices=['00:03.0'])
     out = run_module(vfio_bind, args, capsys, check_mode=True, diff=True)
     assert out['changed']
     (d,) = out['devices']
@@ -66,8 +61,7 @@ def test_bind_check_mode_diff_writes_nothing(host, capsys):
 
 def test_bind_refuses_management_nic(host, capsys):
     before = snapshot(host.root)
-    args = dict(path_args(host), devices=['0000:00:02.0'], lock_file=os.path.join(host.root, 'lock'),
-                journal_file=os.path.join(host.root, 'journal.json'))
+    args = host_args(host, devices=['0000:00:02.0'])
     out = run_module(vfio_bind, args, capsys)
     assert out['failed']
     assert 'refused before changing anything' in out['msg'] and 'eth0 carries the default route' in out['msg']
