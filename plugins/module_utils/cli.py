@@ -228,16 +228,9 @@ class Cli:
                 code = _code(e)
         devices, skipped = ds.present_devices(state, host.fs, PCI)
         if devices:
-            try:
-                r = self.bind(state, host, devices, check_mode=check_mode)
-                changed = changed or r['changed']
-                self._devices(r['devices'], check_mode)
-                self.out.put('bind', _clean(r))
-            except BindFailed as e:
-                self._devices(e.result.get('devices', []), check_mode)
-                self.out.line(str(e))
-                self.out.put('bind', dict(_clean(e.result), msg=str(e)))
-                code = code or _code(e)
+            r, bind_code = self._bind_and_show(state, host, devices, check_mode)
+            changed = changed or bool(r and r['changed'])
+            code = code or bind_code
         self._skipped(skipped)
         self.out.put('changed', changed)
         if code:
@@ -246,21 +239,26 @@ class Cli:
             return EXIT_SKIPPED if not check_mode else EXIT_DIFFERS
         return EXIT_DIFFERS if check_mode and changed else EXIT_OK
 
+    def _bind_and_show(self, state, host, devices, check_mode, give_back=False):
+        """vfio_bind through the core, its devices shown: (the result or None, the exit code)."""
+        try:
+            r = self.bind(state, host, devices, check_mode=check_mode, give_back=give_back)
+        except BindFailed as e:
+            self._devices(e.result.get('devices', []), check_mode)
+            self.out.line(str(e))
+            self.out.put('bind', dict(_clean(e.result), msg=str(e)))
+            return None, _code(e)
+        self._devices(r['devices'], check_mode)
+        self.out.put('bind', _clean(r))
+        return r, EXIT_OK
+
     def restore(self):
         state = self.load()
         host = self.host()
         devices, skipped = ds.present_devices(state, host.fs, PCI)
         code = EXIT_OK
         if devices:
-            try:
-                r = self.bind(state, host, devices, check_mode=False, give_back=True)
-                self._devices(r['devices'], False)
-                self.out.put('bind', _clean(r))
-            except BindFailed as e:
-                self._devices(e.result.get('devices', []), False)
-                self.out.line(str(e))
-                self.out.put('bind', dict(_clean(e.result), msg=str(e)))
-                code = _code(e)
+            dummy, code = self._bind_and_show(state, host, devices, False, give_back=True)
         self._skipped(skipped)
         if code == EXIT_OK and devices:
             self.out.line('given back to the host; %s still lists them, so the next boot binds them again'
