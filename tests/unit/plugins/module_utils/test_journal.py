@@ -17,17 +17,12 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils import journal as 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed
 from ansible_collections.hypervisor.vfio.plugins.module_utils.journal import Journal
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import (
-    NIC, TESTDEV, VIRTIO, FakeKernel, vfio_host)
+    NIC, TESTDEV, VIRTIO, FakeKernel)
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import bind_on as bind
 
 
 class Killed(BaseException):
     """SIGKILL: nothing in the module catches it, no finally of ours cleans up after it."""
-
-
-@pytest.fixture
-def host(tmp_path):
-    return vfio_host(tmp_path)
 
 
 def state(kernel, addr):

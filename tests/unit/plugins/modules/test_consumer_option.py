@@ -8,17 +8,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-
-import pytest
-
 from ansible_collections.hypervisor.vfio.plugins.modules import vfio_bind
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import VIRTIO, FakeKernel, vfio_host
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import VIRTIO, FakeKernel
 from ansible_collections.hypervisor.vfio.tests.unit.plugins.modules.module_runner import host_args, run_module
-
-
-@pytest.fixture
-def host(tmp_path):
-    return vfio_host(tmp_path)
 
 
 def test_module_reports_the_consumer_in_check_mode(host, capsys):
