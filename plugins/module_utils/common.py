@@ -29,13 +29,15 @@ def host_path_argument_spec():
     )
 
 
-def host_lock_argument_spec():
-    """The options of the modules that change the host (doc fragment hypervisor.vfio.host_paths.lock)."""
-    return dict(
-        lock_file=dict(type='path', default='/run/hypervisor-vfio.lock'),
-        lock_timeout=dict(type='int', default=300),
-        return_facts=dict(type='bool', default=False),
-    )
+def engine_argument_spec(**options):
+    """The argument spec of a module that changes the host: its own options, the lock options
+    (doc fragment hypervisor.vfio.host_paths.lock) and the host paths (hypervisor.vfio.host_paths)."""
+    spec = dict(options,
+                lock_file=dict(type='path', default='/run/hypervisor-vfio.lock'),
+                lock_timeout=dict(type='int', default=300),
+                return_facts=dict(type='bool', default=False))
+    spec.update(host_path_argument_spec())
+    return spec
 
 
 def run_module(module, who, work, finish=None):

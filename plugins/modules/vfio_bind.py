@@ -388,12 +388,12 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import run_bind
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import (
-    HostContext, host_lock_argument_spec, host_path_argument_spec, run_module)
+    HostContext, engine_argument_spec, run_module)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.consumers import CONSUMERS, constrain_params
 
 
 def build_module():
-    spec = dict(
+    spec = engine_argument_spec(
         devices=dict(type='list', elements='raw', required=True),
         state=dict(type='str', choices=['vfio', 'host'], default='vfio'),
         driver=dict(type='str'),
@@ -403,8 +403,6 @@ def build_module():
         journal_file=dict(type='path', default='/run/hypervisor-vfio/journal.json'),
         consumer=dict(type='str', choices=list(CONSUMERS)),
     )
-    spec.update(host_lock_argument_spec())
-    spec.update(host_path_argument_spec())
     return AnsibleModule(argument_spec=spec, supports_check_mode=True)
 
 

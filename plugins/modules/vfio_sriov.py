@@ -190,13 +190,13 @@ ansible_facts:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import (
-    HostContext, host_lock_argument_spec, host_path_argument_spec, run_module)
+    HostContext, engine_argument_spec, run_module)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
 from ansible_collections.hypervisor.vfio.plugins.module_utils.sriov import run_sriov
 
 
 def build_module():
-    spec = dict(
+    spec = engine_argument_spec(
         pfs=dict(type='list', elements='dict', required=True, options=dict(
             pf=dict(type='str', required=True),
             numvfs=dict(type='int', required=True),
@@ -206,22 +206,20 @@ def build_module():
         timeout=dict(type='int', default=30),
         wait_timeout=dict(type='int', default=30),
     )
-    spec.update(host_lock_argument_spec())
-    spec.update(host_path_argument_spec())
     return AnsibleModule(argument_spec=spec, supports_check_mode=True)
 
 
 def main():
     module = build_module()
-    host = []
+    hosts = []  # the HostContext work() builds (a bad path option is refused there), for finish()
 
     def work():
-        host.append(HostContext(module.params))
-        return run_sriov(module.params, host[0].fs, check_mode=module.check_mode)
+        hosts.append(HostContext(module.params))
+        return run_sriov(module.params, hosts[0].fs, check_mode=module.check_mode)
 
     def finish(result):
         if module.params['return_facts']:
-            result['ansible_facts'] = {'vfio': collect_facts(host[0])}
+            result['ansible_facts'] = {'vfio': collect_facts(hosts[0])}
     run_module(module, 'vfio_sriov', work, finish)
 
 
