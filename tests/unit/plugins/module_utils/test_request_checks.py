@@ -41,7 +41,6 @@ def from_yaml(text):
 @pytest.mark.parametrize('force', [False, True])
 def test_host_driver_pin_refused_even_with_force(host, kernel, force):
     msg, dummy = refused(host, kernel, devices=[{'address': GPU, 'driver': 'nouveau'}], force=force)
-    msg = msg
     assert 'driver: nouveau is not a VFIO driver' in msg
     assert 'it does not use vfio_pci_core: it depends on drm_display_helper, ttm' in msg
     assert 'use state: host' in msg and 'force does not change that' in msg
@@ -50,7 +49,6 @@ def test_host_driver_pin_refused_even_with_force(host, kernel, force):
 def test_pin_without_dependencies_and_the_library_itself_refused(host, kernel):
     host.add_module('vfio_pci_core')
     msg, dummy = refused(host, kernel, devices=[{'address': NIC, 'driver': 'e1000e'}, {'address': VIRTIO, 'driver': 'vfio-pci-core'}])
-    msg = msg
     assert 'driver: e1000e is not a VFIO driver (it depends on no other module, so not on vfio_pci_core)' in msg
     assert 'driver: vfio_pci_core is not a VFIO driver (it is the VFIO library, which registers no driver)' in msg
 
