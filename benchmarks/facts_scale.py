@@ -182,22 +182,21 @@ class Tree:
     def _add_bridge(self, i):
         self._dev(self._next_slot() + '.0', '8086', '2030', '060400', 'pcieport')
 
-    def _add_x710(self, i):
-        pf = self._dev(self._next_slot() + '.0', '8086', '1572', '020000', 'i40e', subdevice='0007',
-                       net=[self._ifname()], sriov_totalvfs=64)
+    def _add_pf(self, vendor, device, driver, subdevice, totalvfs, vf_device, vf_subdevice, vf_drivers, vf_host_driver):
+        """An SR-IOV PF with its netdev and one VF per vf_drivers entry (those on vf_host_driver with a netdev)."""
+        pf = self._dev(self._next_slot() + '.0', vendor, device, '020000', driver, subdevice=subdevice,
+                       net=[self._ifname()], sriov_totalvfs=totalvfs)
         vslot = self._next_slot()
-        for fn in range(4):
-            drv = 'iavf' if fn < 2 else 'vfio-pci'
-            self._dev('%s.%d' % (vslot, fn), '8086', '154c', '020000', drv, subdevice='0000', physfn=pf,
-                      net=[self._ifname()] if drv == 'iavf' else ())
+        for fn, drv in enumerate(vf_drivers):
+            self._dev('%s.%d' % (vslot, fn), vendor, vf_device, '020000', drv, subdevice=vf_subdevice, physfn=pf,
+                      net=[self._ifname()] if drv == vf_host_driver else ())
+
+    def _add_x710(self, i):
+        self._add_pf('8086', '1572', 'i40e', '0007', 64, '154c', '0000', ('iavf', 'iavf', 'vfio-pci', 'vfio-pci'), 'iavf')
 
     def _add_cx6(self, i):
-        pf = self._dev(self._next_slot() + '.0', '15b3', '101d', '020000', 'mlx5_core', subdevice='0016',
-                       net=[self._ifname()], sriov_totalvfs=8)
-        vslot = self._next_slot()
-        for fn, drv in enumerate(('mlx5_core', 'mlx5_core', 'vfio-pci', None)):
-            self._dev('%s.%d' % (vslot, fn), '15b3', '101e', '020000', drv, subdevice='0016', physfn=pf,
-                      net=[self._ifname()] if drv == 'mlx5_core' else ())
+        self._add_pf('15b3', '101d', 'mlx5_core', '0016', 8, '101e', '0016',
+                     ('mlx5_core', 'mlx5_core', 'vfio-pci', None), 'mlx5_core')
 
     def _add_nvme(self, i):
         self.disk += 1
