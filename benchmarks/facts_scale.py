@@ -415,6 +415,16 @@ def profile_core(n, tmp, modules_dir, release, top=25):
     return s.getvalue()
 
 
+def process_ratios(t, kind=''):
+    """Of the wall ('') or CPU (' cpu') times t: (module - startup) / (floor proc - bare), and
+    module / floor proc, as ratios of medians."""
+    def times(name):
+        return t[name + kind]
+    net = B.ratio_median([m - s for m, s in zip(times('module'), times('startup'))],
+                         [f - b for f, b in zip(times('floor proc'), times('bare'))])
+    return net, B.ratio_median(times('module'), times('floor proc'))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--sizes', default='64,256,1024,4096')
@@ -512,16 +522,12 @@ def main():
                      B.ratio_median(t['core'], t['floor+m'])))
             print('- core faster than lspci: %s (core/lspci = %.2f)' % ('MET' if r_lspci < 1 else 'MISSED', r_lspci))
             if not args.no_module:
-                net = B.ratio_median([m - s for m, s in zip(t['module'], t['startup'])],
-                                     [f - b for f, b in zip(t['floor proc'], t['bare'])])
-                whole = B.ratio_median(t['module'], t['floor proc'])
+                net, whole = process_ratios(t)
                 print('- module process minus startup within 1.5x of the floor process minus a bare interpreter: %s '
                       '((module - startup) / (floor proc - bare) = %.2f)' % ('MET' if net <= 1.5 else 'MISSED', net))
                 print('- whole module process within 2x of the whole floor process: %s (module / floor proc = %.2f)'
                       % ('MET' if whole <= 2 else 'MISSED', whole))
-                net_c = B.ratio_median([m - s for m, s in zip(t['module cpu'], t['startup cpu'])],
-                                       [f - b for f, b in zip(t['floor proc cpu'], t['bare cpu'])])
-                whole_c = B.ratio_median(t['module cpu'], t['floor proc cpu'])
+                net_c, whole_c = process_ratios(t, ' cpu')
                 print('- the same in CPU time (user+sys of each process): net %.2f, whole %.2f (module %.0f ms, '
                       'startup %.0f, floor proc %.0f, bare %.0f)' % (
                           net_c, whole_c, 1e3 * B.median(t['module cpu']), 1e3 * B.median(t['startup cpu']),
