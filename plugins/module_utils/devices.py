@@ -40,15 +40,17 @@ _ATTRS = ('modalias', 'driver_override', 'numa_node', 'sriov_totalvfs', 'sriov_n
 _LINKS = ('driver', 'iommu_group', 'physfn')
 
 
-def read_device(fs, bus, address, netdevs=None):
+def read_device(fs, bus, address, netdevs=None, ids_cache=None):
     """One device's record.  Attributes the kernel does not expose are None.
 
     The device directory is listed once and an optional entry (SR-IOV, physfn, vfio-dev,
     driver...) is read only when it is listed: an ordinary device costs no failing
-    syscall.  The IDs and the class come from ``modalias`` when the bus prints them there.
+    syscall.  The IDs and the class come from ``modalias`` when the bus prints them there
+    (``ids_cache``: {modalias: IDs}, shared by the devices of one scan: devices of one model
+    parse it once).
     """
     base = bus.device_dir(address)
-    entries = fs.listdir(base)
+    entries = fs.entries(base)
     present = set(entries)
     attrs = fs.read_attrs(base, [a for a in _ATTRS if a in present])
     opt = attrs.get
@@ -58,7 +60,12 @@ def read_device(fs, bus, address, netdevs=None):
 
     rec = {'address': address, 'bus': bus.name}
     modalias = opt('modalias')
-    ids = bus.ids_from_modalias(modalias)
+    if ids_cache is None:
+        ids = bus.ids_from_modalias(modalias)
+    else:
+        ids = ids_cache.get(modalias)
+        if ids is None:
+            ids = ids_cache[modalias] = bus.ids_from_modalias(modalias)
     if ids is None:
         extra = fs.read_attrs(base, [a for a in _ID_ATTRS + ('class',) if a in present])
         ids = dict((attr, _hex_id(extra.get(attr), 4)) for attr in _ID_ATTRS)
@@ -76,10 +83,10 @@ def read_device(fs, bus, address, netdevs=None):
     autoprobe = opt('sriov_drivers_autoprobe')
     rec['sriov_drivers_autoprobe'] = None if autoprobe is None else autoprobe == '1'
     rec['physfn'] = link('physfn')
-    rec['virtfns'] = sorted((link(n) for n in virtfns), key=lambda a: a or '')
+    rec['virtfns'] = sorted((link(n) for n in virtfns), key=lambda a: a or '') if virtfns else []
     if netdevs is None:
         netdevs = fs.class_index('net')
-    rec['net_interfaces'] = sorted(netdevs.get(fs.link_path(base), ()))
+    rec['net_interfaces'] = sorted(netdevs.get(fs.link_path(base), ())) if netdevs else []
     rec['vfio_dev'] = fs.listdir(base + '/vfio-dev') if 'vfio-dev' in present else []
     rec['is_bridge'] = bool(rec['class'] and rec['class'][:4] in bus.bridge_classes)
     rec.update(reset_and_power(opt, present))
@@ -122,7 +129,8 @@ def no_reset_reason(rec):
 def scan(fs, bus):
     """Every device of the bus, keyed by address."""
     netdevs = fs.class_index('net')
-    return dict((addr, read_device(fs, bus, addr, netdevs)) for addr in fs.listdir(bus.devices_dir()))
+    ids_cache = {}
+    return dict((addr, read_device(fs, bus, addr, netdevs, ids_cache)) for addr in fs.listdir(bus.devices_dir()))
 
 
 def iommu_groups(fs):
