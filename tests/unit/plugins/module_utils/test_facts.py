@@ -208,9 +208,8 @@ def test_a_selection_reads_only_what_it_reports(tmp_path):
     full, touched = run([{'vendor': '10de', 'device': '1b80'}])
     assert full == {'0000:01:00.0', '0000:01:00.1'}
     assert touched == set(os.listdir(os.path.join(h.sys, 'bus/pci/devices')))
-    assert set(names for a, names in reads if a not in full) <= {('modalias',), ('vendor', 'device',
-                                                                                'subsystem_vendor',
-                                                                                'subsystem_device', 'class')}
+    ids = ('vendor', 'device', 'subsystem_vendor', 'subsystem_device', 'class')
+    assert set(names for a, names in reads if a not in full) <= {('modalias',), ids}
 
 
 def test_a_selection_that_matches_nothing_warns(tmp_path):
@@ -228,8 +227,8 @@ def test_a_selection_that_matches_nothing_warns(tmp_path):
      'devices[0]: state, driver would change a device (hypervisor.vfio.vfio_bind); vfio_facts only selects'),
     ([60.0], "quote it in YAML: '01:00.0'"),
     ([{'vendor': 4318}], "quote it in YAML: '10de' if you wrote 0x10de"),
-    ([{'iommu_group': -1}, {'color': 'red'}], '3 problems:\n- devices[0]: iommu_group must be a non-negative '
-                                               'integer, got -1\n- devices[1] has unknown keys color'),
+    ([{'iommu_group': -1}, {'color': 'red'}],
+     '3 problems:\n- devices[0]: iommu_group must be a non-negative integer, got -1\n- devices[1] has unknown keys color'),
 ])
 def test_a_bad_selection_is_refused_with_every_problem(raw, message):
     with pytest.raises(ValueError) as e:
