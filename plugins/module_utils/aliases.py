@@ -244,14 +244,20 @@ class AliasIndex:
         return found
 
 
+def _name_chars(text):
+    """A regex for the literal text of a normalized name as a file may spell it ('_' or '-')."""
+    return ''.join('[-_]' if c == '_' else re.escape(c) for c in text)
+
+
 class LazyAliasIndex(AliasIndex):
     """An AliasIndex over the text of modules.alias that parses only what lookups can match.
 
     A pattern can match a name only if its literal prefix is a prefix of the name.  So a
     lookup of ``vfio_pci:v...`` needs the lines whose pattern starts with ``vfio_pci:`` (or
-    ``vfio-pci:``), and the few whose first special character comes before any ':'
-    (``acpi*:...``, ``char-major-67-*``); both are found by a regex over the whole text (C
-    speed), not by a Python loop over every line.  Order is the byte offset: file order.
+    ``vfio-pci:``), and the few whose literal part is a shorter prefix of ``vfio_pci`` followed
+    by a special character (``v*``, ``vfio?pci:...``); both are found, once per distinct head (the
+    name up to its first ':'), by a regex over the whole text (C speed), not by a Python loop
+    over every line.  Order is the byte offset: file order.
 
     The text is kept with a newline in front and the regexes start with the literal
     ``\nalias `` rather than ``^alias `` in multi-line mode: the regex engine then jumps from
@@ -259,14 +265,12 @@ class LazyAliasIndex(AliasIndex):
     Debian's 1.4 MB file; BENCHMARKS.md part 1, round 3).
     """
 
-    _WILD = re.compile(r'\nalias [^\S\n]*([^\s:*?\[]*[*?\[]\S*)[^\S\n]+(\S+)')
-
     def __init__(self, text, path):
         super(LazyAliasIndex, self).__init__()
         self._text = '\n' + text
         self._path = path
         self._heads = set()
-        self._wild = False
+        self._loaded = set()   # offsets of the lines in the index (two heads may share a wildcard line)
         self.count = len(text) + 1   # orders of later add()s (built-ins) come after the file's
 
     def _load(self, rx):
@@ -276,23 +280,30 @@ class LazyAliasIndex(AliasIndex):
         for m in rx.finditer(text):
             line += text.count('\n', pos, m.start() + 1)
             pos = m.start() + 1
+            if m.start() in self._loaded:
+                continue
             pattern = normalize_alias(m.group(1))
             if pattern is None:
                 continue
+            self._loaded.add(m.start())
             alias = Alias(pattern, m.group(2), SOURCE_ALIASES, '%s:%d' % (self._path, line), m.start())
             self._by_prefix.setdefault(alias.prefix, []).append(alias)
             self._lengths.add(len(alias.prefix))
 
     def lookup(self, name):
-        if not self._wild:
-            self._wild = True
-            self._load(self._WILD)
         i = name.find(':')
         head = name[:i + 1] if i >= 0 else name
         if head not in self._heads:
             self._heads.add(head)
-            hp = ''.join('[-_]' if c == '_' else re.escape(c) for c in head)
-            self._load(re.compile(r'\nalias [^\S\n]*(%s%s)[^\S\n]+(\S+)' % (hp, r'\S*' if i >= 0 else '')))
+            # the patterns written with this head, then those whose literal part (before the
+            # first special character, a ':' never in it) is a prefix of the head without its ':'
+            self._load(re.compile(r'\nalias [^\S\n]*(%s%s)[^\S\n]+(\S+)'
+                                  % (_name_chars(head), r'\S*' if i >= 0 else '')))
+            stem = head[:-1] if i >= 0 else head
+            shorter = ''
+            for c in reversed(stem):
+                shorter = '(?:%s%s)?' % (_name_chars(c), shorter)
+            self._load(re.compile(r'\nalias [^\S\n]*(%s[*?\[]\S*)[^\S\n]+(\S+)' % shorter))
         return super(LazyAliasIndex, self).lookup(name)
 
 

@@ -27,6 +27,8 @@ def _hex_id(value, width):
 
 
 def _int_or_none(value):
+    if value is None:     # most devices lack the SR-IOV attributes: no exception for them
+        return None
     try:
         return int(value)
     except (TypeError, ValueError):
