@@ -244,6 +244,9 @@ def gather(fs, bus, resolver, addresses=None):
         present = set(fs.entries(bus.devices_dir()))
         devices.update(scan(fs, bus, sorted(set(a for m in members.values() for a in m if a in present)
                                             - set(devices)), netdevs))
+    # With a selection, the candidates of the devices read (the selection and its groups' members)
+    # count here: a device whose driver is a VFIO candidate of an unread device only, neither loaded
+    # under a *vfio* name nor giving it a vfio-dev/ (kernel 6.1+), would read as not vfio_bound.
     vfio_modules = set(loaded_vfio_modules(fs))
     chosen = {}     # modalias -> resolver.choose(): devices of one model share one answer (and its list)
     for rec in devices.values():
