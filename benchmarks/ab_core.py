@@ -4,12 +4,14 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """A/B of the facts core between two checkouts, interleaved on one fake tree.
 
-    benchmarks/ab_core.py --a /work/main --b /tmp/scratch/main [--devices 1024] [--repeats 15] [--module]
+    benchmarks/ab_core.py --a /work/main --b /tmp/scratch/main [--devices 1024] [--repeats 15] [--module [--select N]]
 
 Builds one fake host (the facts_scale.py mix), starts one worker process per checkout (each
 imports its own plugins/), then asks them in turn, round after round, to time:
 context (HostContext: alias files parsed and indexed), scan (collect_facts with a prebuilt
-context) and core (both).  Ratios are per-round medians, so a busy neighbour hits A and B alike.
+context) and core (both), in wall time and in CPU time (``cpu``: user+sys of the worker, which
+a busy neighbour inflates less).  Ratios are per-round medians, so a busy neighbour hits A and
+B alike.
 It also checks that both checkouts return the same facts.
 """
 
@@ -43,12 +45,13 @@ for line in sys.stdin:
         out = collect_facts(HostContext(params))
         sys.stdout.write(json.dumps(out, sort_keys=True) + '\n')
     else:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         host = HostContext(params)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         collect_facts(host)
-        t2 = time.perf_counter()
-        sys.stdout.write(json.dumps({'context': t1 - t0, 'scan': t2 - t1, 'core': t2 - t0}) + '\n')
+        t2, c2 = time.perf_counter(), time.process_time()
+        sys.stdout.write(json.dumps({'context': t1 - t0, 'scan': t2 - t1, 'core': t2 - t0,
+                                     'context cpu': c1 - c0, 'scan cpu': c2 - c1, 'core cpu': c2 - c0}) + '\n')
     sys.stdout.flush()
 '''
 
@@ -63,6 +66,10 @@ def main():
     ap.add_argument('--module', action='store_true',
                     help='also A/B the whole module process (python -m ...vfio_facts), CPU and wall, with '
                          'facts_scale.py\'s startup, floor process and bare interpreter in the same rounds')
+    ap.add_argument('--select', type=int, metavar='N',
+                    help='with --module: also time module B with its devices option, in the same rounds: N addresses '
+                         'spread over the host, and a vendor/device selector (checks the selected records equal '
+                         'the whole-host ones)')
     args = ap.parse_args()
     sys.path.insert(0, HERE)
     import _bench as B
@@ -97,7 +104,7 @@ def main():
         print('same facts from A and B: %s' % same)
         print()
         rows = []
-        for part in ('context', 'scan', 'core'):
+        for part in ('context', 'scan', 'core', 'context cpu', 'scan cpu', 'core cpu'):
             a = [x[part] for x in rounds['A']]
             b = [x[part] for x in rounds['B']]
             rows.append([part, B.fmt_ms(B.median(a)), B.fmt_ms(B.median(b)), '%.2f' % B.ratio_median(b, a)])
@@ -132,10 +139,31 @@ def module_ab(B, tree, tmp, args):
     print('same facts from the A and B module processes: %s' % (out['A'] == out['B']))
     alias = os.path.join(tree.params()['modules_dir'], tree.host.release, 'modules.alias')
     sysfs = tree.params()['sysfs_path']
+    cases = [('A', lambda: module('A')()[0]), ('B', lambda: module('B')()[0]),
+             ('startup', F.run_startup), ('floor proc', lambda: F.run_floor_proc(sysfs, alias)[0]),
+             ('bare', F.run_bare)]
+    selections = []
+    if args.select:
+        every = sorted(out['B']['vfio']['devices'])
+        step = max(1, len(every) // args.select)
+        selections = [('B %d addresses' % args.select, every[::step][:args.select]),
+                      ('B vendor/device', [{'vendor': '10de', 'device': '2204'}])]
+        for name, devices in selections:
+            path = os.path.join(tmp, 'args-%d.json' % len(cases))
+            with open(path, 'w') as f:
+                json.dump({'ANSIBLE_MODULE_ARGS': dict(tree.params(), devices=devices)}, f)
+            argv = [sys.executable, '-m', 'ansible_collections.hypervisor.vfio.plugins.modules.vfio_facts', path]
+            env = dict(os.environ, PYTHONPATH=roots['B'])
+            run = (lambda n, a, e: lambda: F._proc(n, a, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e,
+                                                   cwd=roots['B'], check=True))(name, argv, env)
+            got = json.loads(run()[1].stdout)['ansible_facts']['vfio']
+            same = all(got['devices'][a] == out['B']['vfio']['devices'][a] for a in got['devices'])
+            print('%s: %d devices, %d IOMMU groups, each record equal to the whole-host one: %s'
+                  % (name, len(got['devices']), len(got['iommu_groups']), same))
+            cases.append((name, (lambda r: lambda: r()[0])(run)))
+        print()
     F.PROC_CPU.clear()
-    times = B.interleaved([('A', lambda: module('A')()[0]), ('B', lambda: module('B')()[0]),
-                           ('startup', F.run_startup), ('floor proc', lambda: F.run_floor_proc(sysfs, alias)[0]),
-                           ('bare', F.run_bare)], args.repeats)
+    times = B.interleaved(cases, args.repeats)
     for k, v in F.PROC_CPU.items():
         times[k + ' cpu'] = v[len(v) - args.repeats:]
     rows = []
@@ -150,6 +178,20 @@ def module_ab(B, tree, tmp, args):
         rows.append(row)
     print(B.table(['ms', 'module A', 'module B', 'startup', 'floor proc', 'bare', 'B/A',
                    'A (mod-start)/(floor-bare)', 'A mod/floor', 'B (mod-start)/(floor-bare)', 'B mod/floor'], rows))
+    if selections:
+        print()
+        rows = []
+        for name, _ in selections:
+            for suf, what in (('', 'wall'), (' cpu', 'CPU')):
+                t = dict((k, times[k + suf]) for k in (name, 'B', 'startup', 'floor proc', 'bare'))
+                floor_own = [f - b for f, b in zip(t['floor proc'], t['bare'])]
+                rows.append([name, what, B.fmt_ms(B.median(t[name])), '%.2f' % B.ratio_median(t[name], t['B']),
+                             '%.2f' % B.ratio_median([m - s for m, s in zip(t[name], t['startup'])],
+                                                     [m - s for m, s in zip(t['B'], t['startup'])]),
+                             '%.2f' % B.ratio_median([m - s for m, s in zip(t[name], t['startup'])], floor_own),
+                             '%.2f' % B.ratio_median(t[name], t['floor proc'])])
+        print(B.table(['selection', 'ms', 'module', '/ whole B', '(mod-start) / whole B\'s', '(mod-start)/(floor-bare)',
+                       'mod/floor'], rows))
 
 
 if __name__ == '__main__':

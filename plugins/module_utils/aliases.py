@@ -244,48 +244,66 @@ class AliasIndex:
         return found
 
 
+def _name_chars(text):
+    """A regex for the literal text of a normalized name as a file may spell it ('_' or '-')."""
+    return ''.join('[-_]' if c == '_' else re.escape(c) for c in text)
+
+
 class LazyAliasIndex(AliasIndex):
     """An AliasIndex over the text of modules.alias that parses only what lookups can match.
 
     A pattern can match a name only if its literal prefix is a prefix of the name.  So a
     lookup of ``vfio_pci:v...`` needs the lines whose pattern starts with ``vfio_pci:`` (or
-    ``vfio-pci:``), and the few whose first special character comes before any ':'
-    (``acpi*:...``, ``char-major-67-*``); both are found by a regex over the whole text (C
-    speed), not by a Python loop over every line.  Order is the byte offset: file order.
-    """
+    ``vfio-pci:``), and the few whose literal part is a shorter prefix of ``vfio_pci`` followed
+    by a special character (``v*``, ``vfio?pci:...``); both are found, once per distinct head (the
+    name up to its first ':'), by a regex over the whole text (C speed), not by a Python loop
+    over every line.  Order is the byte offset: file order.
 
-    _WILD = re.compile(r'^alias [^\S\n]*([^\s:*?\[]*[*?\[]\S*)[^\S\n]+(\S+)', re.M)
+    The text is kept with a newline in front and the regexes start with the literal
+    ``\nalias `` rather than ``^alias `` in multi-line mode: the regex engine then jumps from
+    one ``\nalias `` to the next instead of trying every character (3-4x faster on
+    Debian's 1.4 MB file; BENCHMARKS.md part 1, round 3).
+    """
 
     def __init__(self, text, path):
         super(LazyAliasIndex, self).__init__()
-        self._text = text
+        self._text = '\n' + text
         self._path = path
         self._heads = set()
-        self._wild = False
+        self._loaded = set()   # offsets of the lines in the index (two heads may share a wildcard line)
         self.count = len(text) + 1   # orders of later add()s (built-ins) come after the file's
 
     def _load(self, rx):
-        text, pos, line = self._text, 0, 1
+        # m.start() is the newline before the line: the line's offset in the file as read
+        # (the text carries one newline in front), and the newlines up to it number the line
+        text, pos, line = self._text, 0, 0
         for m in rx.finditer(text):
-            line += text.count('\n', pos, m.start())
-            pos = m.start()
+            line += text.count('\n', pos, m.start() + 1)
+            pos = m.start() + 1
+            if m.start() in self._loaded:
+                continue
             pattern = normalize_alias(m.group(1))
             if pattern is None:
                 continue
+            self._loaded.add(m.start())
             alias = Alias(pattern, m.group(2), SOURCE_ALIASES, '%s:%d' % (self._path, line), m.start())
             self._by_prefix.setdefault(alias.prefix, []).append(alias)
             self._lengths.add(len(alias.prefix))
 
     def lookup(self, name):
-        if not self._wild:
-            self._wild = True
-            self._load(self._WILD)
         i = name.find(':')
         head = name[:i + 1] if i >= 0 else name
         if head not in self._heads:
             self._heads.add(head)
-            hp = ''.join('[-_]' if c == '_' else re.escape(c) for c in head)
-            self._load(re.compile(r'^alias [^\S\n]*(%s%s)[^\S\n]+(\S+)' % (hp, r'\S*' if i >= 0 else ''), re.M))
+            # the patterns written with this head, then those whose literal part (before the
+            # first special character, a ':' never in it) is a prefix of the head without its ':'
+            self._load(re.compile(r'\nalias [^\S\n]*(%s%s)[^\S\n]+(\S+)'
+                                  % (_name_chars(head), r'\S*' if i >= 0 else '')))
+            stem = head[:-1] if i >= 0 else head
+            shorter = ''
+            for c in reversed(stem):
+                shorter = '(?:%s%s)?' % (_name_chars(c), shorter)
+            self._load(re.compile(r'\nalias [^\S\n]*(%s[*?\[]\S*)[^\S\n]+(\S+)' % shorter))
         return super(LazyAliasIndex, self).lookup(name)
 
 
@@ -386,17 +404,34 @@ class ModprobeConfig:
 
 
 class ModuleTree:
-    """The module files of one kernel release: modules.alias, modules.dep, built-ins."""
+    """The module files of one kernel release: modules.alias, modules.dep, built-ins.
+
+    ``modules`` and ``deps`` (modules.dep and modules.builtin) are parsed on first use: a plan
+    asks them, the facts never do.
+    """
 
     def __init__(self, modules_dir, kernel_release):
         self.base = os.path.join(modules_dir, kernel_release)
         self.aliases = AliasIndex()
-        self.modules = {}   # module -> 'module' | 'builtin'
-        self.deps = {}      # module -> the modules it depends on (modules.dep lists them all)
+        self._modules = {}   # module -> 'module' | 'builtin' (the built-ins of modules.builtin.modinfo first)
+        self._deps = None
         self.alias_file_found = False
         self._load_aliases()
         self._load_builtin_modinfo()
-        self._load_modules()
+
+    @property
+    def modules(self):
+        """{module: 'module' | 'builtin'}: every module this kernel release has."""
+        if self._deps is None:
+            self._load_modules()
+        return self._modules
+
+    @property
+    def deps(self):
+        """{module: the modules it depends on} (modules.dep lists them all)."""
+        if self._deps is None:
+            self._load_modules()
+        return self._deps
 
     def _load_aliases(self):
         path = os.path.join(self.base, 'modules.alias')
@@ -419,9 +454,10 @@ class ModuleTree:
                 pattern = normalize_alias(rest[6:])
                 if pattern is not None:
                     self.aliases.add(Alias(pattern, module, SOURCE_BUILTIN, path, self.aliases.count))
-            self.modules.setdefault(normalize_module(module), 'builtin')
+            self._modules.setdefault(normalize_module(module), 'builtin')
 
     def _load_modules(self):
+        self._deps = {}
         for name, kind in (('modules.dep', 'module'), ('modules.builtin', 'builtin')):
             text = _read_text(os.path.join(self.base, name))
             for line in (text or '').split('\n'):
@@ -430,9 +466,9 @@ class ModuleTree:
                 if not path:
                     continue
                 mod = normalize_module(_module_of_path(path))
-                self.modules[mod] = kind
+                self._modules[mod] = kind
                 if kind == 'module':
-                    self.deps[mod] = [normalize_module(_module_of_path(d)) for d in deps.split()]
+                    self._deps[mod] = [normalize_module(_module_of_path(d)) for d in deps.split()]
 
 
 def _module_of_path(path):

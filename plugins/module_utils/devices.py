@@ -27,6 +27,8 @@ def _hex_id(value, width):
 
 
 def _int_or_none(value):
+    if value is None:     # most devices lack the SR-IOV attributes: no exception for them
+        return None
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -40,15 +42,17 @@ _ATTRS = ('modalias', 'driver_override', 'numa_node', 'sriov_totalvfs', 'sriov_n
 _LINKS = ('driver', 'iommu_group', 'physfn')
 
 
-def read_device(fs, bus, address, netdevs=None):
+def read_device(fs, bus, address, netdevs=None, ids_cache=None):
     """One device's record.  Attributes the kernel does not expose are None.
 
     The device directory is listed once and an optional entry (SR-IOV, physfn, vfio-dev,
     driver...) is read only when it is listed: an ordinary device costs no failing
-    syscall.  The IDs and the class come from ``modalias`` when the bus prints them there.
+    syscall.  The IDs and the class come from ``modalias`` when the bus prints them there
+    (``ids_cache``: {modalias: IDs}, shared by the devices of one scan: devices of one model
+    parse it once).
     """
     base = bus.device_dir(address)
-    entries = fs.listdir(base)
+    entries = fs.entries(base)
     present = set(entries)
     attrs = fs.read_attrs(base, [a for a in _ATTRS if a in present])
     opt = attrs.get
@@ -58,12 +62,7 @@ def read_device(fs, bus, address, netdevs=None):
 
     rec = {'address': address, 'bus': bus.name}
     modalias = opt('modalias')
-    ids = bus.ids_from_modalias(modalias)
-    if ids is None:
-        extra = fs.read_attrs(base, [a for a in _ID_ATTRS + ('class',) if a in present])
-        ids = dict((attr, _hex_id(extra.get(attr), 4)) for attr in _ID_ATTRS)
-        ids['class'] = _hex_id(extra.get('class'), 6)
-    rec.update(ids)
+    rec.update(device_ids(fs, bus, base, modalias, present, ids_cache))
     rec['modalias'] = modalias
     rec['driver'] = link('driver')
     rec['driver_module'] = fs.link_name(base + '/driver/module') if rec['driver'] else None
@@ -76,14 +75,31 @@ def read_device(fs, bus, address, netdevs=None):
     autoprobe = opt('sriov_drivers_autoprobe')
     rec['sriov_drivers_autoprobe'] = None if autoprobe is None else autoprobe == '1'
     rec['physfn'] = link('physfn')
-    rec['virtfns'] = sorted((link(n) for n in virtfns), key=lambda a: a or '')
+    rec['virtfns'] = sorted((link(n) for n in virtfns), key=lambda a: a or '') if virtfns else []
     if netdevs is None:
         netdevs = fs.class_index('net')
-    rec['net_interfaces'] = sorted(netdevs.get(fs.link_path(base), ()))
+    rec['net_interfaces'] = sorted(netdevs.get(fs.link_path(base), ())) if netdevs else []
     rec['vfio_dev'] = fs.listdir(base + '/vfio-dev') if 'vfio-dev' in present else []
     rec['is_bridge'] = bool(rec['class'] and rec['class'][:4] in bus.bridge_classes)
     rec.update(reset_and_power(opt, present))
     return rec
+
+
+def device_ids(fs, bus, base, modalias, present=None, ids_cache=None):
+    """{vendor, device, subsystem_vendor, subsystem_device, class}: from ``modalias`` when the bus
+    prints them there (``ids_cache``: {modalias: IDs}, shared by one scan), else from the ID
+    attributes (those ``present`` lists; all of them when None)."""
+    if ids_cache is None:
+        ids = bus.ids_from_modalias(modalias)
+    else:
+        ids = ids_cache.get(modalias)
+        if ids is None:
+            ids = ids_cache[modalias] = bus.ids_from_modalias(modalias)
+    if ids is None:
+        extra = fs.read_attrs(base, [a for a in _ID_ATTRS + ('class',) if present is None or a in present])
+        ids = dict((attr, _hex_id(extra.get(attr), 4)) for attr in _ID_ATTRS)
+        ids['class'] = _hex_id(extra.get('class'), 6)
+    return ids
 
 
 def _flag(value):
@@ -119,20 +135,60 @@ def no_reset_reason(rec):
     return None
 
 
-def scan(fs, bus):
-    """Every device of the bus, keyed by address."""
-    netdevs = fs.class_index('net')
-    return dict((addr, read_device(fs, bus, addr, netdevs)) for addr in fs.listdir(bus.devices_dir()))
+def scan(fs, bus, addresses=None, netdevs=None):
+    """Every device of the bus (or those of ``addresses``), keyed by address."""
+    if netdevs is None:
+        netdevs = fs.class_index('net')
+    ids_cache = {}
+    if addresses is None:
+        addresses = fs.listdir(bus.devices_dir())
+    return dict((addr, read_device(fs, bus, addr, netdevs, ids_cache)) for addr in addresses)
+
+
+# The link a selector key (plan.SELECTOR_KEYS) needs read, besides modalias for the IDs and class.
+_SELECT_LINKS = {'current_driver': 'driver', 'physfn': 'physfn', 'iommu_group': 'iommu_group'}
+
+
+def select(fs, bus, addresses, selectors, selects):
+    """{selector index: [addresses]} of the devices each selector selects, ``selects(selector,
+    rec)`` deciding (vfio_bind's rule, plan._selects).
+
+    Reads per device only what the selectors look at: nothing when they all name addresses,
+    ``modalias`` for the IDs and the class, one link each for the driver, the PF and the IOMMU
+    group, with read_device's semantics.
+    """
+    keys = set(k for sel in selectors for k in sel)
+    if keys == set(['address']):
+        return dict((i, [sel['address']] if sel['address'] in addresses else []) for i, sel in enumerate(selectors))
+    links = sorted(set(_SELECT_LINKS[k] for k in keys if k in _SELECT_LINKS))
+    need_ids = bool(keys & set(_ID_ATTRS + ('class',)))
+    ids_cache = {}
+    hits = dict((i, []) for i in range(len(selectors)))
+    for addr in sorted(addresses):
+        base = bus.device_dir(addr)
+        rec = {'address': addr}
+        if need_ids:
+            rec.update(device_ids(fs, bus, base, fs.read_attrs(base, ('modalias',))['modalias'], None, ids_cache))
+        got = fs.link_names(base, links)
+        rec['driver'] = got.get('driver')
+        rec['physfn'] = got.get('physfn')
+        rec['iommu_group'] = _int_or_none(got.get('iommu_group'))
+        for i, sel in enumerate(selectors):
+            if selects(sel, rec):
+                hits[i].append(addr)
+    return hits
+
+
+def iommu_groups_names(fs):
+    """{group number: directory name} of /sys/kernel/iommu_groups."""
+    return dict((num, name) for num, name in ((_int_or_none(n), n) for n in fs.listdir('kernel/iommu_groups'))
+                if num is not None)
 
 
 def iommu_groups(fs):
     """{group number: [member addresses]} from /sys/kernel/iommu_groups."""
-    groups = {}
-    for name in fs.listdir('kernel/iommu_groups'):
-        num = _int_or_none(name)
-        if num is not None:
-            groups[num] = fs.listdir('kernel/iommu_groups/%s/devices' % name)
-    return groups
+    return dict((num, fs.listdir('kernel/iommu_groups/%s/devices' % name))
+                for num, name in sorted(iommu_groups_names(fs).items()))
 
 
 def loaded_vfio_modules(fs):
@@ -170,9 +226,27 @@ def member_ok(rec, vfio_modules):
             or rec.get('driver') in GROUP_SAFE_DRIVERS or is_vfio_driver(rec, vfio_modules))
 
 
-def gather(fs, bus, resolver):
-    """All the facts ``vfio_facts`` returns, as plain data."""
-    devices = scan(fs, bus)
+def gather(fs, bus, resolver, addresses=None):
+    """(devices, IOMMU groups): every device and group, or, with ``addresses``, those devices and
+    the groups that hold them (their other members are read too, for the viability, but not
+    returned)."""
+    if addresses is None:
+        devices = scan(fs, bus)
+        members = iommu_groups(fs)
+        shown = devices
+    else:
+        netdevs = fs.class_index('net')
+        devices = scan(fs, bus, sorted(addresses), netdevs)
+        shown = dict(devices)
+        members = {}
+        for num in sorted(set(r['iommu_group'] for r in devices.values() if r['iommu_group'] is not None)):
+            members[num] = fs.listdir('kernel/iommu_groups/%d/devices' % num)
+        present = set(fs.entries(bus.devices_dir()))
+        devices.update(scan(fs, bus, sorted(set(a for m in members.values() for a in m if a in present)
+                                            - set(devices)), netdevs))
+    # With a selection, the candidates of the devices read (the selection and its groups' members)
+    # count here: a device whose driver is a VFIO candidate of an unread device only, neither loaded
+    # under a *vfio* name nor giving it a vfio-dev/ (kernel 6.1+), would read as not vfio_bound.
     vfio_modules = set(loaded_vfio_modules(fs))
     chosen = {}     # modalias -> resolver.choose(): devices of one model share one answer (and its list)
     for rec in devices.values():
@@ -189,10 +263,10 @@ def gather(fs, bus, resolver):
     for rec in devices.values():
         rec['vfio_bound'] = is_vfio_driver(rec, vfio_modules)
     groups = {}
-    for num, members in sorted(iommu_groups(fs).items()):
-        blockers = [a for a in members if not member_ok(devices.get(a), vfio_modules)]
-        groups[str(num)] = {'devices': members, 'viable': not blockers, 'blockers': blockers}
-    return devices, groups
+    for num, addrs in sorted(members.items()):
+        blockers = [a for a in addrs if not member_ok(devices.get(a), vfio_modules)]
+        groups[str(num)] = {'devices': addrs, 'viable': not blockers, 'blockers': blockers}
+    return shown, groups
 
 
 def kernel_cmdline_flags(fs):
@@ -208,13 +282,15 @@ def kernel_cmdline_flags(fs):
     return flags, ' '.join(cmdline)
 
 
-def iommu_facts(fs, groups):
+def iommu_facts(fs, groups, group_count=None):
+    """The IOMMU state; ``group_count`` when ``groups`` holds only some groups (a selection)."""
     flags, cmdline = kernel_cmdline_flags(fs)
     iommus = fs.listdir('class/iommu')
     noiommu = fs.read_optional('module/vfio/parameters/enable_unsafe_noiommu_mode')
+    count = len(groups) if group_count is None else group_count
     return {
-        'enabled': bool(groups) or bool(iommus),
-        'group_count': len(groups),
+        'enabled': bool(count) or bool(iommus),
+        'group_count': count,
         'units': iommus,
         'cmdline_flags': flags,
         'cmdline': cmdline,

@@ -17,21 +17,35 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import PCI
 OWN_FILE_MARK = 'hypervisor-vfio'
 
 
-def collect_facts(host, bus=PCI, list_initramfs=None):
+def collect_facts(host, bus=PCI, list_initramfs=None, items=None):
     """Everything vfio_facts returns.
 
     ``list_initramfs(path)`` returns the paths inside an initramfs image (lsinitramfs,
     lsinitrd) or None; given only when asked, because unpacking every image is slow.
+    ``items`` (parse_selection) restricts ``devices`` to the devices they select and
+    ``iommu_groups`` to the groups holding them; ``kernels`` and the warnings then speak of
+    those devices only.
     """
-    devices, groups = devs.gather(host.fs, bus, host.resolver)
-    iommu = devs.iommu_facts(host.fs, groups)
+    selection_warnings = []
+    if items is None:
+        devices, groups = devs.gather(host.fs, bus, host.resolver)
+        iommu = devs.iommu_facts(host.fs, groups)
+    else:
+        from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import _selects
+        present = set(host.fs.entries(bus.devices_dir()))
+        hits = devs.select(host.fs, bus, present, [item.selector for item in items], _selects)
+        selection_warnings = ['%s selects no device on this host' % item.label
+                              for item in items if not hits[item.index]]
+        devices, groups = devs.gather(host.fs, bus, host.resolver, set(a for h in hits.values() for a in h))
+        iommu = devs.iommu_facts(host.fs, groups, len(devs.iommu_groups_names(host.fs)))
     iommu['cpu_vendor'] = boot.cpu_vendor(host.fs.read_proc('cpuinfo'))
     iommu['vendor'] = boot.iommu_vendor(iommu['units'], iommu['cpu_vendor'])
     iommu['enable_args'] = list(boot.IOMMU_ENABLE_ARGS[iommu['vendor']])
     rootfs = getattr(host, 'rootfs_path', '/')
     kernels = boot.installed_kernels(rootfs, host.modules_dir)
     kernels = kernel_checks(kernels, host, devices, rootfs, list_initramfs)
-    warnings = host.warnings() + reset_warnings(devices) + kernel_warnings(kernels, devices)
+    warnings = (host.warnings() + selection_warnings + reset_warnings(devices)
+                + kernel_warnings(kernels, devices))
     return {
         'kernel_release': host.kernel_release,
         'iommu': iommu,
@@ -41,6 +55,32 @@ def collect_facts(host, bus=PCI, list_initramfs=None):
         'iommu_groups': groups,
         'warnings': warnings,
     }
+
+
+def parse_selection(raw, bus=PCI):
+    """vfio_facts' ``devices`` option: plan Items whose selectors are vfio_bind's (one rule,
+    plan._parse_item), every problem reported at once.  The keys that act on a device
+    (state, driver, optional, the settings) are refused: the facts only read."""
+    # imported here: plan.py is only compiled when a selection is given (AnsiballZ compiles
+    # every imported module_utils file on every run)
+    from ansible_collections.hypervisor.vfio.plugins.module_utils import plan
+    problems = plan.Problems()
+    items = []
+    if not isinstance(raw, list):
+        problems.append('devices must be a list of PCI addresses or selector dicts')
+    elif len(raw) > plan.MAX_ITEMS:
+        problems.append('devices has %d entries; at most %d are accepted' % (len(raw), plan.MAX_ITEMS))
+    else:
+        for index, entry in enumerate(raw):
+            if isinstance(entry, dict):
+                acting = [k for k in plan.ITEM_KEYS if k in entry and k not in plan.SELECTOR_KEYS]
+                if acting:
+                    problems.append('devices[%d]: %s would change a device (hypervisor.vfio.vfio_bind); vfio_facts '
+                                    'only selects, with %s' % (index, ', '.join(acting), ', '.join(plan.SELECTOR_KEYS)))
+                    entry = dict((k, v) for k, v in entry.items() if k not in acting)
+            items.append(plan._parse_item(index, entry, 'vfio', None, bus, problems))
+    problems.raise_any()
+    return items
 
 
 def vfio_modules_in_use(devices):

@@ -243,6 +243,13 @@ class KernelFS:
         except OSError:
             return []
 
+    def entries(self, rel):
+        """listdir() in the directory's own order (for a lookup, not for a report)."""
+        try:
+            return os.listdir(self.sys(rel))
+        except OSError:
+            return []
+
     def listdir_proc(self, rel):
         try:
             return os.listdir(self.proc(rel))

@@ -32,6 +32,26 @@ description:
     kernel cannot reset.
   - Reads only; never writes to sysfs or loads modules.
 options:
+  devices:
+    description:
+      - Report only these devices; omitted, every device of the host.
+      - Each entry is a PCI address (V(0000:01:00.0), or V(01:00.0) meaning domain 0000; quote it in YAML)
+        or a selector dict with the keys of M(hypervisor.vfio.vfio_bind)'s selectors, by the same rule
+        (a device is selected when its attributes equal all the keys given) - C(address), C(vendor),
+        C(device), C(subsystem_vendor), C(subsystem_device) (hex ids, quote them), C(class) (hex prefix of
+        the 6-digit class, for example V(0200) for Ethernet), C(physfn), C(iommu_group) (int),
+        C(current_driver). The keys that change a device (C(state), C(driver), C(optional), C(reset_method),
+        C(d3cold_allowed)) are refused.
+      - With a selection, C(devices) holds the selected devices and C(iommu_groups) the groups that hold
+        them (their viability is decided on every member, read for it); C(kernels) checks the VFIO modules
+        of the selected devices, and the warnings are about them; C(iommu) still describes the whole host.
+        A selected device's record is the one the whole-host run returns.
+      - Per device only what the selectors look at is read (nothing more for addresses, C(modalias) for the
+        ids and the class), then the selected devices in full; the cost of a run follows the devices
+        reported.
+      - An entry that selects no device is a warning, not an error.
+    type: list
+    elements: raw
   initramfs_contents:
     description:
       - List every installed kernel's initramfs (C(lsinitramfs) on Debian/Ubuntu, C(lsinitrd) with
@@ -68,6 +88,12 @@ EXAMPLES = r'''
 - name: Show the best VFIO driver of a device
   ansible.builtin.debug:
     msg: "{{ ansible_facts.vfio.devices['0000:01:00.0'].vfio_module }}"
+
+- name: Read only the GPUs of one model and one NIC (a run then costs what these devices cost)
+  hypervisor.vfio.vfio_facts:
+    devices:
+      - {vendor: "10de", device: "2204"}
+      - "0000:3b:00.0"
 
 - name: Inspect the host through its filesystem mounted in a container
   hypervisor.vfio.vfio_facts:
@@ -171,7 +197,7 @@ ansible_facts:
               missing_vfio_modules: []
         devices:
           description:
-            - Every PCI device, keyed by full address (C(0000:01:00.0)).
+            - Every PCI device (with O(devices), the selected ones), keyed by full address (C(0000:01:00.0)).
             - Each has C(vendor), C(device), C(subsystem_vendor), C(subsystem_device) (4 hex digits),
               C(class) (6 hex digits), C(modalias), C(driver) and C(driver_module) (V(null) when
               unbound), C(driver_override) (V(null) when unset), C(iommu_group) (int or V(null)),
@@ -204,7 +230,8 @@ ansible_facts:
                    source: modules.alias}
         iommu_groups:
           description:
-            - IOMMU groups keyed by number; C(devices) lists the members and C(viable) tells
+            - IOMMU groups (with O(devices), those holding a selected device) keyed by number; C(devices) lists
+              the members and C(viable) tells
               whether every non-bridge member is unbound or on a VFIO driver (or pci-stub).
             - C(blockers) lists the members that make the group non-viable (a non-bridge member on a host
               driver), by the same rule M(hypervisor.vfio.vfio_bind) plans with; empty when C(viable).
@@ -220,11 +247,12 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import (
     HostContext, host_path_argument_spec)
-from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
+from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts, parse_selection
 
 
 def build_module():
     spec = host_path_argument_spec()
+    spec['devices'] = dict(type='list', elements='raw')
     spec['initramfs_contents'] = dict(type='bool', default=False)
     return AnsibleModule(argument_spec=spec, supports_check_mode=True)
 
@@ -248,9 +276,10 @@ def initramfs_lister(module):
 def main():
     module = build_module()
     try:
+        items = None if module.params['devices'] is None else parse_selection(module.params['devices'])
         host = HostContext(module.params)
         lister = initramfs_lister(module) if module.params['initramfs_contents'] else None
-        facts = collect_facts(host, list_initramfs=lister)
+        facts = collect_facts(host, list_initramfs=lister, items=items)
     except (ValueError, OSError) as e:
         module.fail_json(msg='vfio_facts: %s' % e)
     for warning in facts['warnings']:

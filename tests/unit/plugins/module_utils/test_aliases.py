@@ -472,3 +472,70 @@ def test_index_finds_patterns_starting_with_a_wildcard(tmp_path, noconf):
     r = aliases.Resolver(md, RELEASE, noconf)
     assert r.kmod_lookup(MLX_VF) == ['star_first', 'q_first', 'class_first', 'mlx5_vfio_pci']
     assert r.kmod_lookup('vfio_pci') == []
+
+
+def _naive_index(text, path):
+    """Every alias line of the text parsed one by one into an eager AliasIndex, with the
+    order (line offset) and location (line number) the lazy index gives."""
+    index = aliases.AliasIndex()
+    offset = 0
+    for lineno, line in enumerate(text.split('\n'), 1):
+        words = line.split()
+        if line.startswith('alias ') and len(words) >= 3:
+            pattern = aliases.normalize_alias(words[1])
+            if pattern is not None:
+                index.add(aliases.Alias(pattern, words[2], aliases.SOURCE_ALIASES, '%s:%d' % (path, lineno), offset))
+        offset += len(line) + 1
+    return index
+
+
+def test_lazy_index_equals_a_line_by_line_parse():
+    """The lazy index's regexes (a leading-newline literal, not ``^`` in multi-line mode) find the
+    lines a line-by-line parse finds, with the same line numbers and file order: an alias on
+    the file's first line, after blank and comment lines, with extra blanks, a wildcard before
+    the first ':' (``acpi*:``, ``v*``, ``vfio?pci:``, ``[v]fio_pci:``, loaded for each head
+    they can match and never twice), the ``vfio-pci:`` spelling, and a last line without
+    newline.  The same lookup repeated (the second pass) finds the same."""
+    text = ('alias vfio_pci:v*d*sv*sd*bc*sc*i* vfio_pci\n'
+            '\n'
+            '# alias vfio_pci:v00001AF4d*sv*sd*bc*sc*i* commented_out\n'
+            'alias  \t vfio_pci:v00001AF4d00001041sv*sd*bc*sc*i*\t virtio_vfio_pci\n'
+            'alias acpi*:PNP0A08:* pcieport_like\n'
+            'alias pci:v00008086d*sv*sd*bc*sc*i* e1000e\n'
+            'alias char-major-10-* misc_like\n'
+            'alias vfio-pci:v000015B3d0000101Esv*sd*bc*sc*i* mlx5_vfio_pci\n'
+            'alias v* catch_v\n'
+            'alias vfio?pci:v* qmark_head\n'
+            'alias vfio-pci* star_before_colon\n'
+            'alias [v]fio_pci:* bracket_first\n'
+            'alias vfio_mdev:* other_head\n'
+            'alias vfio_pci:v00001AF4d0000104?sv*sd*bc*sc*i* last_line_no_newline')
+    lazy = aliases.LazyAliasIndex(text, '/m/modules.alias')
+    naive = _naive_index(text, '/m/modules.alias')
+    for name in ('vfio_pci:v00001AF4d00001041sv00001AF4sd00000001bc02sc00i00',
+                 'vfio_pci:v000015B3d0000101Esv000015B3sd00000042bc02sc00i00',
+                 'acpi:PNP0A08:', 'acpiX:PNP0A08:', 'char_major_10_200', 'pci:v00008086d000010D3sv0sd0bc0sc0i0',
+                 'vfio_pci:v00008086d00001572sv00008086sd00000007bc02sc00i00', 'vfio_mdev:x', 'vfio_pci',
+                 'v', 'vx:y', 'vfio_pci:v00001AF4d00001041sv00001AF4sd00000001bc02sc00i00'):
+        for dummy in range(2):
+            got = [(a.module, a.pattern, a.location, a.order) for a in lazy.lookup(name)]
+            want = [(a.module, a.pattern, a.location, a.order) for a in naive.lookup(name)]
+            assert got == want, name
+    first = lazy.lookup('vfio_pci:v00008086d00001572sv00008086sd00000007bc02sc00i00')
+    assert [(a.module, a.location) for a in first] == [
+        ('vfio_pci', '/m/modules.alias:1'), ('catch_v', '/m/modules.alias:9'), ('qmark_head', '/m/modules.alias:10'),
+        ('star_before_colon', '/m/modules.alias:11'), ('bracket_first', '/m/modules.alias:12')]
+
+
+def test_module_files_are_parsed_only_when_a_plan_asks(tmp_path):
+    """modules.dep and modules.builtin are read on the first look at modules/deps (a plan's
+    question), not by building the tree (the facts never ask)."""
+    md = make_tree(tmp_path, [(GENERIC, 'vfio_pci')], modules=['vfio/pci/vfio-pci', 'net/foo'],
+                   builtin_modules=['pci/pcieport'], builtin=[('pci_stub', 'pci:v*d*')])
+    tree = aliases.ModuleTree(md, RELEASE)
+    assert tree._deps is None
+    assert tree.modules == {'vfio_pci': 'module', 'foo': 'module', 'pcieport': 'builtin', 'pci_stub': 'builtin'}
+    assert tree.deps == {'vfio_pci': [], 'foo': []}
+    r = aliases.Resolver(md, RELEASE, [])
+    assert (r.availability('vfio-pci'), r.availability('pci_stub'), r.dependencies('vfio_pci')) == \
+        ('module', 'builtin', [])

@@ -9,8 +9,10 @@ __metaclass__ = type
 
 import os
 
+import pytest
+
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
-from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
+from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts, parse_selection
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel
 
 
@@ -123,3 +125,112 @@ def test_missing_modules_alias_warns(tmp_path):
     f = facts(h)
     assert f['devices']['0000:00:04.0']['vfio_module'] is None
     assert 'has no modules.alias' in f['warnings'][0]
+
+
+# -- the devices option: a selection -------------------------------------------------------------
+
+def selection_host(tmp_path):
+    """A virtio NIC, a GPU on vfio-pci whose audio function (same IOMMU group) is on
+    snd_hda_intel, an SR-IOV PF with two VFs (one on vfio-pci), a device without modalias, a
+    root port."""
+    h = FakeHost(tmp_path)
+    h.add_module('vfio_pci', driver='vfio-pci', loaded=True)
+    h.add_module('virtio_vfio_pci', ids=[('1af4', '1041')], override_only=True)
+    h.add_module('virtio_pci', driver='virtio-pci', ids=[('1af4', '1041')], loaded=True)
+    h.add_module('snd_hda_intel', ids=[('10de', '10f0')], loaded=True)
+    h.add_module('i40e', ids=[('8086', '1572')], loaded=True)
+    h.add_module('iavf', ids=[('8086', '154c')], loaded=True)
+    h.add_module('pcieport', loaded=True)
+    h.add_device('0000:00:01.0', '8086', '2030', '060400', driver='pcieport')
+    h.add_device('0000:00:03.0', '1af4', '1041', driver='virtio-pci', net=['enp0s3'])
+    h.add_device('0000:01:00.0', '10de', '1b80', '030000', driver='vfio-pci', group=7)
+    os.makedirs(os.path.join(h.dev_dir('0000:01:00.0'), 'vfio-dev', 'vfio0'))
+    h.add_device('0000:01:00.1', '10de', '10f0', '040300', driver='snd_hda_intel', group=7)
+    h.add_device('0000:02:00.0', '8086', '1572', '020000', driver='i40e', net=['enp2s0'], sriov_totalvfs=8)
+    h.add_device('0000:02:02.0', '8086', '154c', '020000', driver='iavf', physfn='0000:02:00.0', net=['enp2s2'])
+    h.add_device('0000:02:02.1', '8086', '154c', '020000', driver='vfio-pci', physfn='0000:02:00.0')
+    h.add_device('0000:03:00.0', '8086', '09a2', '088000', modalias_attr=False)
+    return h
+
+
+def facts_of(h, raw=None):
+    return collect_facts(HostContext(h.params()), items=None if raw is None else parse_selection(raw))
+
+
+@pytest.mark.parametrize('raw, want', [
+    (['0000:00:03.0', '02:02.1'], ['0000:00:03.0', '0000:02:02.1']),
+    ([{'vendor': '8086', 'device': '154c'}], ['0000:02:02.0', '0000:02:02.1']),
+    ([{'class': '0200', 'current_driver': 'vfio-pci'}], ['0000:02:02.1']),
+    ([{'physfn': '0000:02:00.0'}], ['0000:02:02.0', '0000:02:02.1']),
+    ([{'iommu_group': 7}], ['0000:01:00.0', '0000:01:00.1']),
+    ([{'vendor': '8086', 'class': '0880'}], ['0000:03:00.0']),     # IDs from the attributes (no modalias)
+    ([{'class': '06'}, '0000:01:00.0'], ['0000:00:01.0', '0000:01:00.0']),
+])
+def test_a_selection_reports_what_the_whole_host_run_reports_for_those_devices(tmp_path, raw, want):
+    """vfio_bind's selector rule; each selected record, and each group holding one, is the one the
+    whole-host run returns; iommu still describes the whole host."""
+    h = selection_host(tmp_path)
+    full = facts_of(h)
+    sel = facts_of(h, raw)
+    assert sorted(sel['devices']) == want
+    assert sel['devices'] == dict((a, full['devices'][a]) for a in want)
+    groups = set(str(full['devices'][a]['iommu_group']) for a in want)
+    assert sel['iommu_groups'] == dict((g, full['iommu_groups'][g]) for g in groups)
+    assert sel['iommu'] == full['iommu'] and sel['boot'] == full['boot']
+    assert sel['iommu']['group_count'] == len(full['iommu_groups']) > len(sel['iommu_groups'])
+
+
+def test_a_selected_device_s_group_is_judged_on_every_member(tmp_path):
+    # the GPU alone is selected; its audio function, on a host driver, still blocks the group
+    sel = facts_of(selection_host(tmp_path), ['0000:01:00.0'])
+    assert list(sel['devices']) == ['0000:01:00.0'] and sel['devices']['0000:01:00.0']['vfio_bound']
+    assert sel['iommu_groups'] == {'7': {'devices': ['0000:01:00.0', '0000:01:00.1'], 'viable': False,
+                                         'blockers': ['0000:01:00.1']}}
+
+
+def test_a_selection_reads_only_what_it_reports(tmp_path):
+    """Addresses: only those devices and their group members are read; ids: every device's
+    modalias (and its ID attributes without one), nothing else of the unselected ones."""
+    h = selection_host(tmp_path)
+    reads = []
+
+    class Recording(FakeKernel):
+        def read_attrs(self, rel, names):
+            reads.append((rel.rsplit('/', 1)[-1], tuple(names)))
+            return super(Recording, self).read_attrs(rel, names)
+
+    def run(raw):
+        del reads[:]
+        collect_facts(HostContext(h.params(), fs=Recording(h)), items=parse_selection(raw))
+        return set(a for a, names in reads if 'numa_node' in names), set(a for a, names in reads)
+
+    assert run(['0000:01:00.0']) == ({'0000:01:00.0', '0000:01:00.1'},) * 2
+    full, touched = run([{'vendor': '10de', 'device': '1b80'}])
+    assert full == {'0000:01:00.0', '0000:01:00.1'}
+    assert touched == set(os.listdir(os.path.join(h.sys, 'bus/pci/devices')))
+    ids = ('vendor', 'device', 'subsystem_vendor', 'subsystem_device', 'class')
+    assert set(names for a, names in reads if a not in full) <= {('modalias',), ids}
+
+
+def test_a_selection_that_matches_nothing_warns(tmp_path):
+    sel = facts_of(selection_host(tmp_path), ['0000:00:03.0', '0000:09:00.0', {'vendor': 'abcd'}])
+    assert list(sel['devices']) == ['0000:00:03.0']
+    assert sel['warnings'][:2] == ['devices[1] (0000:09:00.0) selects no device on this host',
+                                   'devices[2] vendor=abcd selects no device on this host']
+    empty = facts_of(selection_host(tmp_path / 'b'), [])
+    assert (empty['devices'], empty['iommu_groups']) == ({}, {})
+
+
+@pytest.mark.parametrize('raw, message', [
+    ('0000:01:00.0', 'devices must be a list of PCI addresses or selector dicts'),
+    ([{'address': '01:00.0', 'state': 'host', 'driver': 'vfio-pci'}],
+     'devices[0]: state, driver would change a device (hypervisor.vfio.vfio_bind); vfio_facts only selects'),
+    ([60.0], "quote it in YAML: '01:00.0'"),
+    ([{'vendor': 4318}], "quote it in YAML: '10de' if you wrote 0x10de"),
+    ([{'iommu_group': -1}, {'color': 'red'}],
+     '3 problems:\n- devices[0]: iommu_group must be a non-negative integer, got -1\n- devices[1] has unknown keys color'),
+])
+def test_a_bad_selection_is_refused_with_every_problem(raw, message):
+    with pytest.raises(ValueError) as e:
+        parse_selection(raw)
+    assert message in str(e.value)
