@@ -136,10 +136,11 @@ class Journal:
         tmp = '%s.%d.tmp' % (self.path, os.getpid())
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0)
         try:
-            try:
-                os.unlink(tmp)  # a temporary file of a killed run with our pid
-            except OSError:
-                pass
+            if not self.writes:
+                try:
+                    os.unlink(tmp)  # a temporary file of a killed run with our pid
+                except OSError:
+                    pass
             fd = os.open(tmp, flags, 0o600)
             try:
                 view = memoryview(data)
@@ -150,6 +151,10 @@ class Journal:
                 os.close(fd)
             os.rename(tmp, self.path)
         except OSError as e:
+            try:
+                os.unlink(tmp)  # O_EXCL: the next commit needs the name free
+            except OSError:
+                pass
             raise JournalError('cannot write journal %s: %s (set journal_file to a writable path)'
                                % (self.path, os.strerror(e.errno or 0)))
         _fsync_dir(self.dir)
