@@ -212,10 +212,10 @@ def summarize(results, names, args):
                                     for r in rs for n in names))
             all_writes = sorted(set(sum(r['writes'][n].values()) for r in rs for n in names))
             rows.append([method, phase, '%.1f' % B.median([r['wall'] for r in rs]), '%.1f' % B.median(per_host),
-                         '/'.join(map(str, inv_)), '/'.join(map(str, tasks)), '/'.join(map(str, chg)), '/'.join(map(str, mod_writes)),
-                         '/'.join(map(str, all_writes))])
-    print(B.table(['method', 'run', 'fleet wall s', 'per-host s', 'invocations/host', 'tasks/host', 'changed tasks/host',
-                   'sysfs writes/host (python)', 'sysfs writes/host (all)'], rows))
+                         '/'.join(map(str, inv_)), '/'.join(map(str, tasks)), '/'.join(map(str, chg)),
+                         '/'.join(map(str, mod_writes)), '/'.join(map(str, all_writes))])
+    print(B.table(['method', 'run', 'fleet wall s', 'per-host s', 'invocations/host', 'tasks/host',
+                   'changed tasks/host', 'sysfs writes/host (python)', 'sysfs writes/host (all)'], rows))
     print()
     rows = []
     for method in [m for m in methods if m != 'naive']:
