@@ -73,14 +73,18 @@ def render_all(tmp_path):
             'content': "{{ lookup('ansible.builtin.template', '%s/templates/%s') }}" % (ROLE, n),
             'dest': str(out / n[:-3]), 'mode': '0644'}} for n in names],
     }]
-    pb = tmp_path / 'render.yml'
+    run_play(tmp_path / 'render.yml', play)
+    return dict((n[:-3], (out / n[:-3]).read_text()) for n in names)
+
+
+def run_play(pb, play):
+    """Run a local play written to pb (its folder holds Ansible's home); it must succeed."""
     pb.write_text(yaml.safe_dump(play))
-    env = dict(os.environ, ANSIBLE_HOME=str(tmp_path / 'home'), ANSIBLE_LOCALHOST_WARNING='false',
+    env = dict(os.environ, ANSIBLE_HOME=str(pb.parent / 'home'), ANSIBLE_LOCALHOST_WARNING='false',
                ANSIBLE_INVENTORY_UNPARSED_WARNING='false')
     p = subprocess.run([ansible_playbook(), str(pb)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        universal_newlines=True, timeout=300, check=False)
     assert p.returncode == 0, p.stdout
-    return dict((n[:-3], (out / n[:-3]).read_text()) for n in names)
 
 
 def test_persistence_files(tmp_path):
@@ -134,13 +138,7 @@ def render_misplaced(tmp_path, bind, facts):
              'vars': dict(role_vars, __passthrough_bind=bind, ansible_facts=facts),
              'tasks': [{'name': 'render', 'ansible.builtin.copy': {
                  'content': '{{ __passthrough_misplaced | trim }}', 'dest': str(out), 'mode': '0644'}}]}]
-    pb = tmp_path / 'misplaced.yml'
-    pb.write_text(yaml.safe_dump(play))
-    env = dict(os.environ, ANSIBLE_HOME=str(tmp_path / 'home'), ANSIBLE_LOCALHOST_WARNING='false',
-               ANSIBLE_INVENTORY_UNPARSED_WARNING='false')
-    p = subprocess.run([ansible_playbook(), str(pb)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       universal_newlines=True, timeout=300, check=False)
-    assert p.returncode == 0, p.stdout
+    run_play(tmp_path / 'misplaced.yml', play)
     return out.read_text()
 
 
