@@ -72,6 +72,7 @@ def run_bind(params, host, run, check_mode=False, bus_name='pci', may_load_modul
         may_load_modules = os.path.realpath(host.fs.sysfs_path) == '/sys'
     bus = BUSES[bus_name]
     items = parse_request(params, bus)  # bad input fails here, before anything is read
+
     def job():
         # a run killed half-way is repaired first, then the facts are read, all under the lock:
         # no other run moves a device in between.  A refused or failed call still shows the host
