@@ -5,6 +5,7 @@
 """Issue 8, part 3: fleet convergence, the collection against a per-device shell loop.
 
     benchmarks/fleet.py [--hosts 3] [--devices 16] [--rounds 3] [--reuse] [--keep]
+                        [--name fleet] [--methods role,bind,naive] [--compare REV]
 
 Boots --hosts lab VMs at once (LAB_NAME=fleet1..N, TCG, 1 vCPU each, LAB_EXTRA_DEVICES:
 --devices bindable devices per host, each behind its own root port: e1000e -> vfio-pci,
@@ -13,8 +14,10 @@ them at once (forks = hosts) with three playbooks of benchmarks/fleet/, in rotat
 round:
 
   role           the role hypervisor.vfio.passthrough (runtime binding; persistence and boot
-                 loader off): vfio_facts, vfio_bind, vfio_facts again to verify
-  role-noverify  the same with passthrough_verify=false (no second vfio_facts)
+                 loader off), its defaults otherwise (verification on)
+  role-noverify  the same with passthrough_verify=false
+  role@REV       (--compare REV) the role of the collection at git revision REV, exported with
+                 `git archive`: before and after side by side, in the same rounds
   bind           one hypervisor.vfio.vfio_bind task
   naive  one ansible.builtin.shell task looped per device doing the kernel's steps by hand
 
@@ -24,7 +27,7 @@ host; the guest's ftrace counts every sysfs write (kernfs_fop_write_iter) per pr
 each run, so "the re-run performs no sysfs write" is measured, not assumed (the converge runs
 are the positive control).  After every converge the drivers are checked on every host.
 Ratios are medians of per-round ratios (same round).  --reuse takes running fleet labs as
-they are; --keep leaves them up.
+they are; --keep leaves them up.  --name sets the labs' LAB_NAME prefix (NAME1..N).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -121,7 +124,10 @@ def check_state(names, args, inv, want):
 
 def run_playbook(method, inventory, env, args, workdir, label, state='vfio'):
     stats_file = os.path.join(workdir, label + '.json')
-    playbook, extra = PLAYBOOK[method]
+    base, sep, rev = method.partition('@')
+    if sep:  # the same playbook, the collection at REV
+        env = dict(env, ANSIBLE_COLLECTIONS_PATH=args.compare_root)
+    playbook, extra = PLAYBOOK[base]
     extra = dict(extra, bench_device_count=args.devices, bench_state=state)
     argv = [_bin('ansible-playbook'), '-i', inventory, os.path.join(FLEET, playbook), '-e', json.dumps(extra)]
     t0 = time.perf_counter()
@@ -191,26 +197,28 @@ def fleet_inventory(names, args, workdir):
 
 
 def summarize(results, names, args):
+    methods = args.method_list
     print('## fleet convergence (%d hosts x %d devices, %d rounds, medians)' % (len(names), args.devices, args.rounds))
     print()
     rows = []
-    for method in METHODS:
+    for method in methods:
         for phase in ('converge', 'rerun'):
             rs = results[method][phase]
             per_host = [B.median([r['hosts'][n]['busy_s'] for n in names]) for r in rs]
             inv_ = sorted(set(r['hosts'][n]['invocations'] for r in rs for n in names))
             chg = sorted(set(r['hosts'][n]['changed'] for r in rs for n in names))
+            tasks = sorted(set(r['hosts'][n]['tasks'] for r in rs for n in names))
             mod_writes = sorted(set(sum(c for comm, c in r['writes'][n].items() if comm.startswith('python'))
                                     for r in rs for n in names))
             all_writes = sorted(set(sum(r['writes'][n].values()) for r in rs for n in names))
             rows.append([method, phase, '%.1f' % B.median([r['wall'] for r in rs]), '%.1f' % B.median(per_host),
-                         '/'.join(map(str, inv_)), '/'.join(map(str, chg)), '/'.join(map(str, mod_writes)),
-                         '/'.join(map(str, all_writes))])
-    print(B.table(['method', 'run', 'fleet wall s', 'per-host s', 'invocations/host', 'changed tasks/host',
-                   'sysfs writes/host (python)', 'sysfs writes/host (all)'], rows))
+                         '/'.join(map(str, inv_)), '/'.join(map(str, tasks)), '/'.join(map(str, chg)),
+                         '/'.join(map(str, mod_writes)), '/'.join(map(str, all_writes))])
+    print(B.table(['method', 'run', 'fleet wall s', 'per-host s', 'invocations/host', 'tasks/host',
+                   'changed tasks/host', 'sysfs writes/host (python)', 'sysfs writes/host (all)'], rows))
     print()
     rows = []
-    for method in METHODS[:-1]:
+    for method in [m for m in methods if m != 'naive']:
         for phase in ('converge', 'rerun'):
             ratios = [n['wall'] / m['wall'] for n, m in zip(results['naive'][phase], results[method][phase])]
             rows.append([method, phase, '%.2fx' % B.median(ratios), ' '.join('%.2f' % r for r in ratios)])
@@ -226,10 +234,22 @@ def main():
     ap.add_argument('--mem', type=int, default=1024, help='MiB of RAM per lab VM')
     ap.add_argument('--reuse', action='store_true', help='use fleet labs that are already running')
     ap.add_argument('--keep', action='store_true', help='leave the labs running')
+    ap.add_argument('--name', default='fleet', help='LAB_NAME prefix of the labs (NAME1..N)')
+    ap.add_argument('--methods', default=','.join(METHODS), help='comma-separated, naive always included')
+    ap.add_argument('--compare', metavar='REV', help='also run the role of the collection at this git revision')
     args = ap.parse_args()
     if not 1 <= args.devices <= 16:
         ap.error('--devices must be 1..16')
-    names = ['fleet%d' % (i + 1) for i in range(args.hosts)]
+    args.method_list = [m for m in args.methods.split(',') if m and m != 'naive']
+    unknown = [m for m in args.method_list if m not in PLAYBOOK]
+    if unknown:
+        ap.error('unknown methods %s (of %s)' % (', '.join(unknown), ', '.join(METHODS)))
+    if args.compare:
+        import kernel_overhead  # noqa: E402 (its export of a revision)
+        args.compare_root = kernel_overhead.collection_root(kernel_overhead.export_revision(args.compare))
+        args.method_list.append('role@' + args.compare)
+    args.method_list.append('naive')
+    names = ['%s%d' % (args.name, i + 1) for i in range(args.hosts)]
     workdir = tempfile.mkdtemp(prefix='vfio-bench-fleet-')
     B.log('logs in %s' % workdir)
     try:
@@ -243,9 +263,10 @@ def main():
         # Start from the host drivers (a reused fleet may hold bindings of an aborted run).
         run_playbook('bind', inventory, env, args, workdir, 'reset-0', state='host')
         check_state(names, args, inv, 'host')
-        results = {m: {'converge': [], 'rerun': [], 'reset': []} for m in METHODS}
+        methods = args.method_list
+        results = {m: {'converge': [], 'rerun': [], 'reset': []} for m in methods}
         for r in range(args.rounds):
-            order = METHODS[r % len(METHODS):] + METHODS[:r % len(METHODS)]
+            order = methods[r % len(methods):] + methods[:r % len(methods)]
             for method in order:
                 label = '%s-r%d' % (method, r + 1)
                 results[method]['converge'].append(timed_run(method, names, args, inventory, env, workdir, label))

@@ -113,17 +113,28 @@ def span_own(calls):
     return max(c[1] + c[2] for c in calls) - min(c[1] for c in calls) - sum(c[2] for c in calls)
 
 
+# CPU ticks (user+system, the process's and its reaped children's) of systemd-udevd and its
+# "(udev-worker)" processes, summed from /proc/<pid>/stat: the guest's udev handles the uevents
+# each unbind and bind emits, on the same single vCPU, inside the span between two writes.
+UDEV_AWK = r"""{ if (match($0, /\(.*\)/)) { comm = substr($0, RSTART + 1, RLENGTH - 2);
+  split(substr($0, RSTART + RLENGTH + 1), f, " "); if (comm ~ /udev/) t += f[12] + f[13] + f[14] + f[15] } }
+END { print t + 0 }"""
+UDEV_TICKS = 'awk -f %s/udev.awk /proc/[0-9]*/stat 2>/dev/null; true' % PAYLOADS  # a process may end meanwhile
+
+
 def in_guest(tag, devices, state):
-    """Run the kept AnsiballZ payload in the guest; (process seconds, result)."""
-    out = ssh("set -e; s=$(date +%%s%%N); /usr/bin/python3 %s/%s.py > /tmp/vfio-bench-out.json || true; "
-              "e=$(date +%%s%%N); echo \"$((e - s))\"; cat /tmp/vfio-bench-out.json" % (PAYLOADS, tag))
-    ns, _, body = out.partition('\n')
+    """Run the kept AnsiballZ payload in the guest; (process seconds, result, udev CPU seconds)."""
+    out = ssh("set -e; u0=$(%s); s=$(date +%%s%%N); /usr/bin/python3 %s/%s.py > /tmp/vfio-bench-out.json || true; "
+              "e=$(date +%%s%%N); u1=$(%s); echo \"$((e - s)) $((u1 - u0)) $(getconf CLK_TCK)\"; "
+              "cat /tmp/vfio-bench-out.json" % (UDEV_TICKS, PAYLOADS, tag, UDEV_TICKS))
+    head, _, body = out.partition('\n')
+    ns, ticks, hz = head.split()
     res = json.loads(body[body.find('{'):])
     if res.get('failed'):
         raise RuntimeError('vfio_bind %s %s failed in the guest: %s' % (state, devices, res.get('msg')))
     if not res.get('changed'):
         raise RuntimeError('vfio_bind %s %s changed nothing: the lab was not in the expected state' % (state, devices))
-    return int(ns) / 1e9, res
+    return int(ns) / 1e9, res, int(ticks) / float(hz)
 
 
 def through_ansible(inventory, env, devices, state, extra=()):
@@ -179,6 +190,7 @@ def main():
         ssh('cd %s && ls %s >/dev/null' % (PAYLOADS, ' '.join(t + '.py' for t in tags.values())))
     else:
         ssh('rm -rf %s' % PAYLOADS)
+        ssh("mkdir -p %s && cat > %s/udev.awk <<'EOF'\n%s\nEOF" % (PAYLOADS, PAYLOADS, UDEV_AWK))
         for name, dummy in variants:
             for n in sizes:
                 for state in ('vfio', 'host'):
@@ -191,13 +203,13 @@ def main():
             for name, dummy in (variants if r % 2 == 0 else variants[::-1]):
                 for state in ('vfio', 'host'):
                     trace_start()
-                    proc, result = in_guest(tags[(name, n, state)], extra[:n], state)
+                    proc, result, udev = in_guest(tags[(name, n, state)], extra[:n], state)
                     calls = trace_stop()
                     kernel = sum(c[2] for c in calls)
-                    res.setdefault((name, n, state), []).append((proc, kernel, len(calls), span_own(calls)))
+                    res.setdefault((name, n, state), []).append((proc, kernel, len(calls), span_own(calls), udev))
                     B.log('round %d, %-8s %2d devices %-4s: process %.2f s, kernel %.3f s in %d calls, own between '
-                          'the first and last call %.3f s' % (r + 1, name, n, state, proc, kernel, len(calls),
-                                                              span_own(calls)))
+                          'the first and last call %.3f s, udev CPU %.2f s' % (
+                              r + 1, name, n, state, proc, kernel, len(calls), span_own(calls), udev))
     print('## kernel_overhead (lab %s, %d rounds, medians; the AnsiballZ process timed in the guest)'
           % (os.environ.get('LAB_NAME', 'default'), args.rounds))
     print()
@@ -208,9 +220,10 @@ def main():
         k = B.median([x[1] for x in xs])
         own[(name, n, state)] = B.median([x[0] - x[1] for x in xs])
         rows.append([name, n, state, '%.2f' % p, '%.3f' % k, xs[0][2], '%.2f' % own[(name, n, state)],
-                     '%.1f%%' % (100 * k / p)])
+                     '%.1f%%' % (100 * k / p), '%.3f' % B.median([x[3] for x in xs]),
+                     '%.2f' % B.median([x[4] for x in xs])])
     print(B.table(['collection', 'devices', 'state', 'module process s', 'kernel unbind+probe s', 'kernel calls',
-                   'own s', 'kernel share'], rows))
+                   'own s', 'kernel share', 'own between first and last write s', 'udev CPU s'], rows))
     print()
     rows = []
     for state in ('vfio', 'host'):
@@ -218,12 +231,13 @@ def main():
             fixed, per = fit([(n, own[(name, n, state)]) for n in sizes])
             kfixed, kper = fit([(n, B.median([x[1] for x in res[(name, n, state)]])) for n in sizes])
             sfixed, sper = fit([(n, B.median([x[3] for x in res[(name, n, state)]])) for n in sizes])
+            ufixed, uper = fit([(n, B.median([x[4] for x in res[(name, n, state)]])) for n in sizes])
             rows.append([state, name, '%.3f' % per, '%.2f' % fixed, '%.3f' % kper,
                          '%.2f' % (per / kper) if kper else '-', '%.3f' % sper,
-                         '%.2f' % (sper / kper) if kper else '-'])
+                         '%.2f' % (sper / kper) if kper else '-', '%.3f' % uper])
     print(B.table(['state', 'collection', 'own s per device (slope)', 'own s fixed (intercept)',
                    'kernel s per device (slope)', 'own / kernel per device', 'own s per device between writes',
-                   'that / kernel'], rows))
+                   'that / kernel', 'udev CPU s per device'], rows))
 
 
 if __name__ == '__main__':

@@ -74,7 +74,8 @@ options:
     description:
       - Also return C(ansible_facts.vfio), the facts M(hypervisor.vfio.vfio_facts) gives, read from sysfs
         after the call, so that later tasks see the new state (drivers, new VFs) and can verify it without
-        another module run.
+        another module run. M(hypervisor.vfio.vfio_bind) returns them also when the call is refused or
+        fails (the host as the call left it).
     type: bool
     default: false
 '''

@@ -69,24 +69,19 @@ def run_bind(params, host, run, check_mode=False, bus_name='pci', may_load_modul
         may_load_modules = os.path.realpath(host.fs.sysfs_path) == '/sys'
     bus = BUSES[bus_name]
     items = parse_request(params, bus)  # bad input fails here, before anything is read
-    if check_mode:
+
+    def job():
+        # a run killed half-way is repaired first, then the facts are read, all under the lock:
+        # no other run moves a device in between.  A refused or failed call still shows the host
+        # as it left it (the role, when the IOMMU is off, goes on to the boot loader with these facts)
         try:
-            recovery = recover_interrupted(params, host, bus, run, check_mode=True)
+            recovery = recover_interrupted(params, host, bus, run, check_mode=check_mode)
             return _with_facts(params, host, bus, _with_recovery(recovery, lambda: _plan_and_apply(
                 params, host, run, items, bus, check_mode, may_load_modules)))
         except BindFailed as e:
-            # a refused plan still shows the host it was made against (the role validates with
-            # check mode and, when the IOMMU is off, goes on to the boot loader with these facts)
             _with_facts(params, host, bus, e.result)
             raise
-
-    def locked():
-        # a run killed half-way is repaired first, then the facts are read, all under the lock:
-        # no other run moves a device in between
-        recovery = recover_interrupted(params, host, bus, run)
-        return _with_facts(params, host, bus, _with_recovery(recovery, lambda: _plan_and_apply(
-            params, host, run, items, bus, check_mode, may_load_modules)))
-    return under_host_lock(params, 'vfio_bind', BindFailed, locked)
+    return job() if check_mode else under_host_lock(params, 'vfio_bind', BindFailed, job)
 
 
 def _with_facts(params, host, bus, result):

@@ -371,6 +371,11 @@ class Executor:
                                              [], done[:-1], outcomes)
                         self._close_journal(failure)
                         return self._applied(True, failure, outcomes, drivers, warnings)
+            if self.journal is not None:
+                try:
+                    self.journal.flush()
+                except JournalError as exc:
+                    self.warnings.append(str(exc))  # every device is verified: only the record is late
         finally:
             self.fs.close_cursor(cursor)
         self._close_journal(None)

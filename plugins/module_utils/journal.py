@@ -7,7 +7,8 @@ A run killed between two kernel steps (SIGKILL from a timeout, the OOM killer, a
 before a reboot clears /run) would otherwise leave a device with its ``driver_override``
 set and no driver, with nothing recording where it came from.  The executor writes the
 transaction (every device's driver and override before and after) before the first device
-write, records each step before doing it, and removes the file when the run is over
+write, records each step before doing it (a device's ``done`` rides on the next record when
+it changes no decision of the next run: :meth:`Journal.step`), and removes the file when the run is over
 (succeeded, or failed and rolled back and reported).  The next run finds a leftover journal
 and repairs before it plans (see :func:`recovery_plan` and ``bind.recover_interrupted``).
 
@@ -72,6 +73,8 @@ class Journal:
         self.dir = os.path.dirname(path) or '.'
         self.record = None
         self.writes = 0
+        # a change of the record not on disk yet (a deferred ``done``): the next commit writes it
+        self.dirty = False
 
     # -- reading -----------------------------------------------------------------
     def load(self):
@@ -127,14 +130,17 @@ class Journal:
 
     def _commit(self):
         """Replace the journal atomically with the current record."""
-        data = json.dumps(self.record, sort_keys=True, indent=1).encode('utf-8')
+        # compact: json's C encoder (indent= takes its pure-Python one, a cost per record that
+        # grows with the devices of the transaction)
+        data = json.dumps(self.record, sort_keys=True, separators=(',', ':')).encode('utf-8')
         tmp = '%s.%d.tmp' % (self.path, os.getpid())
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0)
         try:
-            try:
-                os.unlink(tmp)  # a temporary file of a killed run with our pid
-            except OSError:
-                pass
+            if not self.writes:
+                try:
+                    os.unlink(tmp)  # a temporary file of a killed run with our pid
+                except OSError:
+                    pass
             fd = os.open(tmp, flags, 0o600)
             try:
                 view = memoryview(data)
@@ -145,10 +151,15 @@ class Journal:
                 os.close(fd)
             os.rename(tmp, self.path)
         except OSError as e:
+            try:
+                os.unlink(tmp)  # O_EXCL: the next commit needs the name free
+            except OSError:
+                pass
             raise JournalError('cannot write journal %s: %s (set journal_file to a writable path)'
                                % (self.path, os.strerror(e.errno or 0)))
         _fsync_dir(self.dir)
         self.writes += 1
+        self.dirty = False
 
     def begin(self, plan, context=None):
         """Record the transaction (every writing entry) before its first device write."""
@@ -166,14 +177,33 @@ class Journal:
         self._commit()
 
     def step(self, address, step, **changes):
-        """Record the step a device is about to go through (or has reached, for DONE)."""
+        """Record the step a device is about to go through (or has reached, for DONE).
+
+        A step is on disk before this returns, with one exception that changes no decision of
+        the next run: a DONE whose outcome (``driver_after``/``override_after``) the rules for
+        an unfinished step already recognise as reached (:func:`reached_target`) waits for the
+        next commit (the next device's first step, or :meth:`flush`).  Killed before that
+        commit, the next run keeps the device all the same; only a DONE that decides otherwise
+        (a restore that left the device unbound) is written at once.
+        """
         if self.record is None:
             return
+        defer = False
         for d in self.record['devices']:
             if d['address'] == address:
+                if step == DONE and d['step'] != DONE:
+                    defer = reached_target(d, (changes.get('driver_after'), changes.get('override_after')))
                 d['step'] = step
                 d.update(changes)
-        self._commit()
+        if defer:
+            self.dirty = True
+        else:
+            self._commit()
+
+    def flush(self):
+        """Write a deferred change (the last device's DONE) before the run goes on."""
+        if self.record is not None and self.dirty:
+            self._commit()
 
     def finish(self):
         """The run is over (and reported): remove the journal."""

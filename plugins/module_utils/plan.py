@@ -484,6 +484,13 @@ class _Planner:
         else:
             entry.update(action='rebind', reason='moving from %s to %s' % (rec['driver'], driver))
             self._guard(entry, rec, leaving_vfio=devs.is_vfio_driver(rec, self.vfio_modules))
+        if entry['action'] in ('bind', 'rebind') and rec['iommu_group'] is None \
+                and not self._fact(('noiommu_mode',), False):
+            # a VFIO driver's probe fails with -22 on a device no IOMMU covers: refused before any write
+            self.errors.append('%s: %s has no IOMMU group: the IOMMU is not enabled (or does not cover this device), '
+                               'so %s cannot take it. Enable VT-d / AMD-Vi in the firmware and the IOMMU on the '
+                               'kernel command line (vfio_facts reports them: iommu.enable_args), reboot, then re-run'
+                               % (entry['item'], addr, driver))
         entry.update(driver_after=driver, override_after=driver)
         no_reset = devs.no_reset_reason(rec)
         if no_reset:

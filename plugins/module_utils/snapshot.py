@@ -63,6 +63,8 @@ def read_facts(host, bus, snapshot, keys, usage=None):
             facts[key] = devs.module_driver(fs, bus, key[1])
         elif kind == 'driver_module':
             facts[key] = fs.link_name('%s/module' % bus.driver_dir(key[1]))
+        elif kind == 'noiommu_mode':  # vfio's unsafe no-IOMMU mode: a device with no group can be bound
+            facts[key] = fs.read_optional('module/vfio/parameters/enable_unsafe_noiommu_mode') in ('Y', '1')
         elif kind == 'in_use':
             facts[key] = tuple(_in_use(usage, bus, snapshot.devices[key[1]], key[2]))
         else:

@@ -111,6 +111,9 @@ options:
       - V(strict) fails before any write, naming the other members.
       - V(all) also binds every non-bridge member of the group to its best VFIO driver.
       - V(ignore) proceeds and warns.
+      - Whatever the policy, a device with no IOMMU group (the IOMMU is off or does not cover it) is
+        refused before any write when it would go to a VFIO driver (the kernel's probe would fail
+        with -22), unless vfio's C(enable_unsafe_noiommu_mode) is on.
     type: str
     choices: [strict, all, ignore]
     default: strict

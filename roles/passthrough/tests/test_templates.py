@@ -64,11 +64,15 @@ def render_all(tmp_path):
             'content': "{{ lookup('ansible.builtin.template', '%s/templates/%s') }}" % (ROLE, n),
             'dest': str(out / n[:-3]), 'mode': '0644'}} for n in names],
     }]
-    pb = tmp_path / 'render.yml'
-    pb.write_text(yaml.safe_dump(play))
-    rc, output = run_playbook(tmp_path, [pb], timeout=300)
-    assert rc == 0, output
+    run_play(tmp_path / 'render.yml', play)
     return dict((n[:-3], (out / n[:-3]).read_text()) for n in names)
+
+
+def run_play(pb, play):
+    """Run a local play written to pb (its folder holds Ansible's home); it must succeed."""
+    pb.write_text(yaml.safe_dump(play))
+    rc, output = run_playbook(pb.parent, [pb], timeout=300)
+    assert rc == 0, output
 
 
 def test_persistence_files(tmp_path):
@@ -109,3 +113,39 @@ def test_persistence_files(tmp_path):
     # The device given back to the host appears nowhere.
     assert not any('0000:00:06.0' in text for text in f.values())
     json.dumps(f)
+
+
+def render_misplaced(tmp_path, bind, facts):
+    """The role's final check (__passthrough_misplaced, vars/main.yml) rendered by Ansible for a
+    vfio_bind result and the facts it returned."""
+    with open(os.path.join(ROLE, 'vars', 'main.yml')) as f:
+        role_vars = yaml.safe_load(f)
+    tmp_path.mkdir()
+    out = tmp_path / 'misplaced.txt'
+    play = [{'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
+             'vars': dict(role_vars, __passthrough_bind=bind, ansible_facts=facts),
+             'tasks': [{'name': 'render', 'ansible.builtin.copy': {
+                 'content': '{{ __passthrough_misplaced | trim }}', 'dest': str(out), 'mode': '0644'}}]}]
+    run_play(tmp_path / 'misplaced.yml', play)
+    return out.read_text()
+
+
+def test_final_check_names_every_misplaced_device_and_only_those(tmp_path):
+    # vfio_bind run for real on the fake kernel, with the facts it read after the call
+    h = FakeHost(tmp_path / 'host')
+    h.add_module('vfio_pci', driver='vfio-pci')
+    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    for addr in ('0000:00:04.0', '0000:00:05.0'):
+        h.add_device(addr, '8086', '10d3', driver='e1000e')
+    h.add_device('0000:00:06.0', '8086', '10d3', driver='vfio-pci', override='vfio-pci')
+    bind = bind_on(h, FakeKernel(h), devices=['0000:00:04.0', '0000:00:05.0',
+                                              {'address': '0000:00:06.0', 'state': 'host'}], return_facts=True)
+    facts = bind.pop('ansible_facts')
+    assert render_misplaced(tmp_path / 'ok', bind, facts) == ''
+    # the kernel shows 0000:00:05.0 back on e1000e and 0000:00:06.0 still on VFIO
+    facts['vfio']['devices']['0000:00:05.0'].update(driver='e1000e')
+    facts['vfio']['devices']['0000:00:06.0'].update(driver='vfio-pci', vfio_bound=True)
+    text = render_misplaced(tmp_path / 'bad', bind, facts)
+    assert '0000:00:05.0 should be on vfio-pci but is on e1000e (vfio_bind said rebind' in text
+    assert '0000:00:06.0 should be on a host driver but is on vfio-pci (vfio_bind said restore' in text
+    assert '0000:00:04.0' not in text

@@ -14,7 +14,7 @@ import pytest
 from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
-from ansible_collections.hypervisor.vfio.tests.unit.fakesys import MGMT, NIC, TESTDEV, VIRTIO, nic_host, refused
+from ansible_collections.hypervisor.vfio.tests.unit.fakesys import MGMT, NIC, TESTDEV, VIRTIO, FakeHost, FakeKernel, nic_host, refused
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import bind_on as bind
 
 DISK = '0000:00:06.0'
@@ -389,3 +389,37 @@ def test_return_facts_are_read_after_the_call(host, kernel):
     assert 'ansible_facts' not in bind(host, kernel, devices=[NIC])
     r = bind(host, kernel, check_mode=True, devices=[{'address': NIC, 'state': 'host'}], return_facts=True)
     assert r['changed'] and r['ansible_facts']['vfio']['devices'][NIC]['driver'] == 'vfio-pci'
+
+
+def test_device_without_iommu_group_refused_before_any_write(tmp_path):
+    # The IOMMU is off: no device has a group, and a VFIO driver's probe would fail with -22.
+    h = FakeHost(tmp_path)
+    h.add_module('vfio_pci', driver='vfio-pci')
+    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    h.add_device(NIC, '8086', '10d3', driver='e1000e', group=None)
+    h.add_device(TESTDEV, '1b36', '0005', cls='00ff00', group=None)
+    k = FakeKernel(h)
+    with pytest.raises(BindFailed) as e:
+        bind(h, k, devices=[NIC, TESTDEV], return_facts=True)
+    msg = str(e.value)
+    for addr in (NIC, TESTDEV):
+        assert '%s has no IOMMU group: the IOMMU is not enabled' % addr in msg
+    assert k.log == []
+    # a refused call still returns the facts (the role words the IOMMU-off message from them)
+    assert e.value.result['ansible_facts']['vfio']['iommu']['enabled'] is False
+    # giving a device back to the host needs no IOMMU
+    assert bind(h, k, devices=[{'address': NIC, 'state': 'host'}])['changed'] is False
+
+
+def test_device_without_iommu_group_bound_in_noiommu_mode(tmp_path):
+    h = FakeHost(tmp_path)
+    h.add_module('vfio_pci', driver='vfio-pci')
+    h.add_module('vfio', loaded=True)
+    h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
+    h.add_device(NIC, '8086', '10d3', driver='e1000e', group=None)
+    os.makedirs(os.path.join(h.sys, 'module/vfio/parameters'), exist_ok=True)
+    with open(os.path.join(h.sys, 'module/vfio/parameters/enable_unsafe_noiommu_mode'), 'w') as f:
+        f.write('Y\n')
+    k = FakeKernel(h)
+    (d,) = bind(h, k, devices=[NIC])['devices']
+    assert d['action'] == 'rebind' and k._driver_of(NIC) == 'vfio-pci'

@@ -125,8 +125,9 @@ def test_killed_restore_is_repaired(host, kernel, monkeypatch, n, left, decision
 
 
 def test_killed_in_the_second_device_keeps_the_first_and_rolls_back_the_second(host, kernel, monkeypatch):
-    # writes: 1 transaction; VIRTIO 2 override, 3 unbind, 4 bind, 5 done; NIC 6 override, 7 unbind
-    killed_bind(monkeypatch, 7, host, kernel, devices=[VIRTIO, NIC])
+    # writes: 1 transaction; VIRTIO 2 override, 3 unbind, 4 bind; NIC 5 override (with VIRTIO's
+    # done, deferred to it), 6 unbind
+    killed_bind(monkeypatch, 6, host, kernel, devices=[VIRTIO, NIC])
     with open(journal_file(host)) as f:
         left = json.load(f)
     assert [(d['address'], d['step']) for d in left['devices']] == [
@@ -301,3 +302,57 @@ def test_recovery_plan_decisions():
     assert jmod.recovery_plan(rec, lambda a: (None, 'vfio-pci')) == [(d, 'rollback')]
     assert jmod.recovery_plan(rec, lambda a: ('vfio-pci', 'vfio-pci')) == [(d, 'keep')]
     assert jmod.recovery_plan(rec, lambda a: None) == [(d, 'gone')]
+
+
+def commits_of(host, kernel, monkeypatch, **params):
+    """How many times a run writes the journal (it is not killed)."""
+    count = [0]
+    real = Journal._commit
+
+    def commit(self):
+        count[0] += 1
+        real(self)
+    monkeypatch.setattr(Journal, '_commit', commit)
+    bind(host, kernel, **params)
+    monkeypatch.undo()
+    return count[0]
+
+
+def test_three_records_per_device_plus_two(host, kernel, monkeypatch):
+    # the transaction, then per device one record before each kernel step, a device's done riding
+    # on the next device's first record, and the last done
+    assert commits_of(host, kernel, monkeypatch, devices=[VIRTIO, NIC, TESTDEV]) == 1 + 3 + 3 + 2 + 1
+    assert not os.path.exists(journal_file(host))
+
+
+@pytest.mark.parametrize('n', range(1, 12))
+def test_every_cut_of_a_three_device_run_is_repaired(host, kernel, monkeypatch, n):
+    """Killed before any journal record of a three-device bind: the next run leaves every device
+    either where it was or on its target, verified, and removes the journal."""
+    before = dict((a, state(kernel, a)) for a in (VIRTIO, NIC, TESTDEV))
+    target = {VIRTIO: ('virtio_vfio_pci', 'virtio_vfio_pci'), NIC: ('vfio-pci', 'vfio-pci'),
+              TESTDEV: ('vfio_testdev', 'vfio_testdev')}
+    kill_at_commit(monkeypatch, n)
+    try:
+        bind(host, kernel, devices=[VIRTIO, NIC, TESTDEV])
+        killed = False
+    except Killed:
+        killed = True
+    monkeypatch.undo()
+    assert killed == (n <= 10)  # 10 records: 1 + 3 + 3 + 2 + the last done
+    journal = None
+    if os.path.exists(journal_file(host)):
+        with open(journal_file(host)) as f:
+            journal = json.load(f)
+    r = bind(host, kernel, devices=[])
+    assert not os.path.exists(journal_file(host))
+    for a in (VIRTIO, NIC, TESTDEV):
+        assert state(kernel, a) in (before[a], target[a]), (a, state(kernel, a))
+        if journal is not None:
+            rec = [d for d in journal['devices'] if d['address'] == a]
+            row = [d for d in r['journal']['devices'] if d['address'] == a]
+            if rec and rec[0]['step'] == 'done':
+                assert row[0]['decision'] == 'keep'
+    # and the same request then converges
+    bind(host, kernel, devices=[VIRTIO, NIC, TESTDEV])
+    assert dict((a, state(kernel, a)) for a in target) == target
