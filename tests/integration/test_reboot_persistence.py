@@ -285,8 +285,8 @@ def _flavour_wanted(flavour):
 @pytest.fixture
 def hostimage_sdboot():
     """The systemd-boot + dracut guest: one test, so it is down before the next guest boots.
-    In make test (the boot file's background track of hack/integration-gate, before the GRUB
-    tests); HOSTIMAGE_FLAVOURS=grub leaves it out."""
+    In make test (hack/integration-gate runs it in a background track of its own, beside the
+    GRUB tests' track and the rest); HOSTIMAGE_FLAVOURS=grub leaves it out."""
     _flavour_wanted('sdboot')
     yield from _guest('sdboot')
 
