@@ -80,8 +80,11 @@ in_root lsinitrd "/boot/initrd.img-$kver" >"$R/tmp/initrd.list"
 grep -qE '/e1000e\.ko(\.xz|\.zst)?' "$R/tmp/initrd.list" \
   || { echo "e1000e missing from the dracut initramfs" >&2; exit 1; }
 rm -f "$R/tmp/initrd.list"
-# In the guest, dracut inspects its own hardware (the build chroot has none to inspect).
-echo 'hostonly="yes"' >"$R/etc/dracut.conf.d/11-hostimage-hostonly.conf"
+# In the guest, dracut inspects its own hardware (the build chroot has none to inspect), and
+# strictly: hostonly_mode="strict" also leaves out the HID, keyboard, serial, pinctrl, typec and
+# watchdog drivers dracut's default ("sloppy") packs whatever the hardware (121 modules instead
+# of 378 here; every dracut run under TCG is ~10-20% shorter). add_drivers still go in.
+printf 'hostonly="yes"\nhostonly_mode="strict"\n' >"$R/etc/dracut.conf.d/11-hostimage-hostonly.conf"
 
 # systemd-boot on the ESP (mounted at /boot/efi), entries written by kernel-install from
 # /etc/kernel/cmdline. Installed by hand (bootctl install wants a mounted ESP and EFI
