@@ -65,6 +65,8 @@ def test_check_mode_plans_the_bind_and_writes_nothing(tmp_path, host):
                     '0000:00:03.0': ('rebind', 'virtio_vfio_pci', 'virtio_vfio_pci')}
     after = dict((a, os.readlink(os.path.join(host.dev_dir(a), 'driver'))) for a in before)
     assert before == after
+    # the role's report: one line per device, "address: driver before -> driver now (action)"
+    assert '"0000:00:02.0: e1000e -> ' in out and ' (rebind)"' in out, out
     for a in before:
         with open(os.path.join(host.dev_dir(a), 'driver_override')) as f:
             assert f.read() == '(null)\n'
