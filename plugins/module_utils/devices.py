@@ -151,7 +151,7 @@ _SELECT_LINKS = {'current_driver': 'driver', 'physfn': 'physfn', 'iommu_group': 
 
 def select(fs, bus, addresses, selectors, selects):
     """{selector index: [addresses]} of the devices each selector selects, ``selects(selector,
-    rec)`` deciding (vfio_bind's rule, plan._selects).
+    rec)`` deciding (vfio_bind's rule, plan.selects).
 
     Reads per device only what the selectors look at: nothing when they all name addresses,
     ``modalias`` for the IDs and the class, one link each for the driver, the PF and the IOMMU

@@ -31,9 +31,9 @@ def collect_facts(host, bus=PCI, list_initramfs=None, items=None):
         devices, groups = devs.gather(host.fs, bus, host.resolver)
         iommu = devs.iommu_facts(host.fs, groups)
     else:
-        from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import _selects
+        from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import selects
         present = set(host.fs.entries(bus.devices_dir()))
-        hits = devs.select(host.fs, bus, present, [item.selector for item in items], _selects)
+        hits = devs.select(host.fs, bus, present, [item.selector for item in items], selects)
         selection_warnings = ['%s selects no device on this host' % item.label
                               for item in items if not hits[item.index]]
         devices, groups = devs.gather(host.fs, bus, host.resolver, set(a for h in hits.values() for a in h))
@@ -59,7 +59,7 @@ def collect_facts(host, bus=PCI, list_initramfs=None, items=None):
 
 def parse_selection(raw, bus=PCI):
     """vfio_facts' ``devices`` option: plan Items whose selectors are vfio_bind's (one rule,
-    plan._parse_item), every problem reported at once.  The keys that act on a device
+    plan.parse_item), every problem reported at once.  The keys that act on a device
     (state, driver, optional, the settings) are refused: the facts only read."""
     # imported here: plan.py is only compiled when a selection is given (AnsiballZ compiles
     # every imported module_utils file on every run)
@@ -78,7 +78,7 @@ def parse_selection(raw, bus=PCI):
                     problems.append('devices[%d]: %s would change a device (hypervisor.vfio.vfio_bind); vfio_facts '
                                     'only selects, with %s' % (index, ', '.join(acting), ', '.join(plan.SELECTOR_KEYS)))
                     entry = dict((k, v) for k, v in entry.items() if k not in acting)
-            items.append(plan._parse_item(index, entry, 'vfio', None, bus, problems))
+            items.append(plan.parse_item(index, entry, 'vfio', None, bus, problems))
     problems.raise_any()
     return items
 

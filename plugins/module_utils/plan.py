@@ -205,12 +205,12 @@ def parse_request(params, bus):
     elif len(raw) > MAX_ITEMS:
         problems.append('devices has %d entries; at most %d are accepted in one call' % (len(raw), MAX_ITEMS))
     else:
-        items = [_parse_item(i, entry, state or 'vfio', driver, bus, problems) for i, entry in enumerate(raw)]
+        items = [parse_item(i, entry, state or 'vfio', driver, bus, problems) for i, entry in enumerate(raw)]
     problems.raise_any()
     return items
 
 
-def _parse_item(index, entry, state, driver, bus, problems):
+def parse_item(index, entry, state, driver, bus, problems):
     where = 'devices[%d]' % index
     if not isinstance(entry, (str, dict)):
         if isinstance(entry, (int, float)):  # a bare address YAML made a number of (01:00.0 -> 60.0)
@@ -291,7 +291,7 @@ def reset_methods(value, where):
     return tuple(names)
 
 
-def _selects(selector, rec):
+def selects(selector, rec):
     for key, want in selector.items():
         if key == 'class':
             if not (rec.get('class') or '').startswith(want):
@@ -349,7 +349,7 @@ class _Planner:
             if 'physfn' in sel and sel['physfn'] not in self.devices:
                 self.errors.append('%s: physical function %s does not exist' % (item.label, sel['physfn']))
                 continue
-            found = [a for a in sorted(self.devices) if _selects(sel, self.devices[a])]
+            found = [a for a in sorted(self.devices) if selects(sel, self.devices[a])]
             if not found and not item.optional:
                 self.errors.append('%s matches no device; add optional: true if that is expected' % item.label)
             for addr in found:
