@@ -209,7 +209,7 @@ def recover_interrupted(params, host, bus, run, check_mode=False):
         else:
             row['decision'] = 'rolled_back'
     if report['problems']:
-        raise BindFailed(_recovery_message(report) + '\nFix that (the kernel log names the cause), or put the '
+        raise BindFailed(recovery_message(report) + '\nFix that (the kernel log names the cause), or put the '
                          'devices right by hand and remove %s; then re-run.' % journal.path, {'journal': report})
     if not check_mode:
         try:
@@ -219,7 +219,7 @@ def recover_interrupted(params, host, bus, run, check_mode=False):
     return report
 
 
-def _recovery_message(report):
+def recovery_message(report):
     rows = ['%s %s (last step begun: %s): %s' % (r['address'], r['action'], r['step'], r['decision'].replace('_', ' '))
             for r in report['devices']]
     msg = ('vfio_bind: a run interrupted before it finished (pid %s, started %s) left the journal %s: %s'
@@ -239,6 +239,6 @@ def _with_recovery(recovery, plan_and_apply):
         raise
     if recovery is not None:
         result['journal'] = recovery
-        result['warnings_list'].insert(0, _recovery_message(recovery))
+        result['warnings_list'].insert(0, recovery_message(recovery))
         result['changed'] = result['changed'] or any(r['decision'] == 'rolled_back' for r in recovery['devices'])
     return result

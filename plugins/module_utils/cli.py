@@ -24,7 +24,7 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils import desired as 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
 from ansible_collections.hypervisor.vfio.plugins.module_utils.aliases import (
     DEFAULT_MODPROBE_CONFIG_DIRS, normalize_module)
-from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, run_bind
+from ansible_collections.hypervisor.vfio.plugins.module_utils.bind import BindFailed, recovery_message, run_bind
 from ansible_collections.hypervisor.vfio.plugins.module_utils.common import HostContext
 from ansible_collections.hypervisor.vfio.plugins.module_utils.journal import DEFAULT_JOURNAL
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import RequestError
@@ -164,6 +164,14 @@ class Cli:
             for w in r.get('warnings') or []:
                 self.out.line('warning: %s: %s' % (r['address'], w))
 
+    def _run_warnings(self, result):
+        """The run's warnings that no device row carries (_devices shows those): the journal of an
+        interrupted run it repaired, the host's own (a blacklisted variant skipped...)."""
+        shown = set(w for r in result.get('devices', []) for w in r.get('warnings') or [])
+        for w in result.get('warnings_list') or []:
+            if w not in shown:
+                self.out.line('warning: ' + w)
+
     def _pfs(self, rows, planned):
         for r in rows:
             if r['action'] == 'none':
@@ -244,10 +252,14 @@ class Cli:
         try:
             r = self.bind(state, host, devices, check_mode=check_mode, give_back=give_back)
         except BindFailed as e:
+            journal = e.result.get('journal')
+            if journal and not journal.get('problems'):  # repaired, then this run failed
+                self.out.line('warning: ' + recovery_message(journal))
             self._devices(e.result.get('devices', []), check_mode)
             self.out.line(str(e))
             self.out.put('bind', dict(_clean(e.result), msg=str(e)))
             return None, _code(e)
+        self._run_warnings(r)
         self._devices(r['devices'], check_mode)
         self.out.put('bind', _clean(r))
         return r, EXIT_OK

@@ -87,6 +87,27 @@ def test_bad_entries_fail_before_any_write(tmp_path, host, entry, message):
     assert rc != 0 and message in out, out
 
 
+def test_consumer_kubevirt_pins_vfio_pci_where_the_variant_search_picks_a_variant(tmp_path, host):
+    # passthrough_consumer reaches vfio_bind's consumer: KubeVirt's device plugin only offers
+    # devices bound to vfio-pci, so the virtio NIC gets vfio_pci instead of virtio_vfio_pci
+    devices = ['00:02.0', {'vendor': '1af4', 'device': '1041'}]
+    rc, out, bound = run_role(tmp_path, host, devices, passthrough_consumer='kubevirt')
+    assert rc == 0, out
+    plan = dict((d['address'], (d['module'], d['driver_after'])) for d in bound)
+    assert plan == {'0000:00:02.0': ('vfio_pci', 'vfio-pci'), '0000:00:03.0': ('vfio_pci', 'vfio-pci')}
+    # libvirt accepts any VFIO driver: the variant stays
+    rc, out, bound = run_role(tmp_path, host, devices, passthrough_consumer='libvirt')
+    assert rc == 0, out
+    assert dict((d['address'], d['module']) for d in bound)['0000:00:03.0'] == 'virtio_vfio_pci'
+
+
+def test_consumer_kubevirt_refuses_a_variant_pin(tmp_path, host):
+    rc, out, dummy = run_role(tmp_path, host, [{'address': '0000:00:03.0', 'driver': 'virtio_vfio_pci'}],
+                              passthrough_consumer='kubevirt')
+    assert rc != 0, out
+    assert 'devices[0] (0000:00:03.0) pins driver virtio_vfio_pci, which contradicts consumer=kubevirt' in out, out
+
+
 def test_strict_group_policy_names_the_other_member(tmp_path, host):
     rc, out, dummy = run_role(tmp_path, host, ['0000:01:00.0'])
     assert rc != 0

@@ -104,6 +104,57 @@ def test_a_blocked_write_ends_the_run_within_its_bound_and_says_so(host, kernel)
     assert failure['rolled_back'] == [VIRTIO] and kernel._driver_of(VIRTIO) == 'virtio-pci'
 
 
+def test_a_blocked_write_keeps_the_journal_and_the_next_apply_repairs_it_and_says_so(host, kernel):
+    # At boot the unit's run gives up on a blocked unbind: the intent journal records it, and the
+    # next run (the console's apply, or the next boot) reports it and repairs it before it plans.
+    journal = os.path.join(host.root, 'journal.json')
+    kernel.hang_unbind.add('e1000e')
+    write_state(host, [dev(VIRTIO, '1af4', '1041'), dev(NIC, '8086', '10d3')])
+    code, out = run(host, kernel, 'apply')
+    assert code == cli.EXIT_FAILED and 'The journal %s is kept' % journal in out, out
+    with open(journal) as f:
+        record = json.load(f)
+    assert [d['address'] for d in record['devices']] == [VIRTIO, NIC]
+    # the kernel finishes the unbind once the holder lets go of the device
+    host.detach(NIC)
+    kernel.hang_unbind.clear()
+    code, out = run(host, kernel, 'apply')
+    assert code == cli.EXIT_OK, out
+    lines = out.splitlines()
+    assert lines[0].startswith('warning: vfio_bind: a run interrupted before it finished (pid '), out
+    assert 'left the journal %s: ' % journal in lines[0] and '%s rebind' % NIC in lines[0], out
+    assert lines[0].endswith(': rolled back'), out
+    assert '%s: e1000e -> vfio-pci (rebind, changed' % NIC in out, out
+    assert not os.path.exists(journal)
+    assert kernel._driver_of(NIC) == 'vfio-pci' and kernel._driver_of(VIRTIO) == 'virtio_vfio_pci'
+    code, out = run(host, kernel, 'apply')
+    assert code == cli.EXIT_OK and 'warning' not in out and 'journal' not in out, out
+
+
+def test_a_repaired_journal_is_reported_when_the_run_then_fails(host, kernel):
+    kernel.hang_unbind.add('e1000e')
+    write_state(host, [dev(NIC, '8086', '10d3')])
+    assert run(host, kernel, 'apply')[0] == cli.EXIT_FAILED
+    host.detach(NIC)
+    kernel.hang_unbind.clear()
+    kernel.fail_probe.add('vfio-pci')
+    code, out = run(host, kernel, 'apply')
+    assert code == cli.EXIT_FAILED, out
+    assert out.startswith('warning: vfio_bind: a run interrupted before it finished'), out
+    assert 'left the journal %s: %s rebind (last step begun: ' % (os.path.join(host.root, 'journal.json'), NIC) in out
+    assert out.splitlines()[0].endswith(': rolled back'), out
+    assert 'bind to vfio-pci' in out and kernel._driver_of(NIC) == 'e1000e'
+
+
+def test_device_warnings_are_shown_once(host, kernel):
+    host.blacklist('virtio_vfio_pci')
+    write_state(host, [dev(VIRTIO, '1af4', '1041')])
+    code, out = run(host, kernel, 'apply')
+    assert code == cli.EXIT_OK, out
+    assert out.count('skipped VFIO driver virtio_vfio_pci') == 1, out
+    assert kernel._driver_of(VIRTIO) == 'vfio-pci'
+
+
 def test_refusal_before_any_write(host, kernel):
     host.add_route('eth2')
     write_state(host, [dev(NIC, '8086', '10d3')])
