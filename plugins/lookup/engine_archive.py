@@ -18,9 +18,17 @@ description:
     the host in one transfer for the C(vfio-passthrough) command and its boot unit.
   - The file is the same, byte for byte, for the same sources (sorted members, fixed timestamps, stored
     uncompressed), so copying it again changes nothing. It lives in Ansible's temporary folder of the run.
+  - With O(checksum=true) it returns the file's SHA-1 instead, which M(hypervisor.vfio.vfio_persist) compares
+    with the archive installed on the host (O(hypervisor.vfio.vfio_persist#module:engine_sha1)), so the copy
+    runs only when the host's engine differs.
 author:
   - hypervisor.vfio contributors (@hypervisor-vfio)
-options: {}
+options:
+  checksum:
+    description: Return the SHA-1 (hexadecimal) of the zip file instead of its path.
+    type: bool
+    default: false
+    version_added: 1.1.0
 '''
 
 EXAMPLES = r'''
@@ -29,15 +37,22 @@ EXAMPLES = r'''
     src: "{{ lookup('hypervisor.vfio.engine_archive') }}"
     dest: /usr/local/lib/hypervisor-vfio/engine.zip
     mode: "0644"
+
+- name: Write the persistence, and tell whether the host's engine is the controller's
+  hypervisor.vfio.vfio_persist:
+    bind: "{{ bound }}"
+    engine_sha1: "{{ lookup('hypervisor.vfio.engine_archive', checksum=true) }}"
+  register: persisted
 '''
 
 RETURN = r'''
 _raw:
-  description: The path of the zip file on the controller (one element).
+  description: The path of the zip file on the controller (one element), or its SHA-1 with O(checksum=true).
   type: list
-  elements: path
+  elements: str
 '''
 
+import hashlib
 import os
 import tempfile
 import zipfile
@@ -81,8 +96,13 @@ def build(src, dest):
 
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
+        self.set_options(var_options=variables, direct=kwargs)
         src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'module_utils')
         folder = C.DEFAULT_LOCAL_TMP
         if not os.path.isdir(folder):
             os.makedirs(folder, 0o700)
-        return [build(src, os.path.join(folder, 'hypervisor-vfio-engine.zip'))]
+        path = build(src, os.path.join(folder, 'hypervisor-vfio-engine.zip'))
+        if self.get_option('checksum'):
+            with open(path, 'rb') as f:
+                return [hashlib.sha1(f.read()).hexdigest()]
+        return [path]

@@ -2,7 +2,8 @@
 # Copyright: hypervisor.vfio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The engine as the role installs it on a host: plugins/module_utils as one zip file (the lookup
-hypervisor.vfio.engine_archive, copied in one transfer) and templates/vfio-passthrough.j2 as the command, run by a Python that has no
+hypervisor.vfio.engine_archive, copied in one transfer) and the vfio-passthrough command hypervisor.vfio.vfio_persist
+writes (module_utils/persist.py), run by a Python that has no
 Ansible (isolated mode), against a fake sysfs tree (read-only commands: status, plan)."""
 
 from __future__ import absolute_import, division, print_function
@@ -17,10 +18,10 @@ import subprocess
 import sys
 import zipfile
 
-import jinja2
 import pytest
 
 from ansible_collections.hypervisor.vfio.plugins.lookup import engine_archive
+from ansible_collections.hypervisor.vfio.plugins.module_utils import persist
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost
 
 ROLE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,10 +42,7 @@ def python_without_ansible():
 def installed(tmp_path):
     """What the role's install tasks lay down: the engine zip and the command."""
     archive = engine_archive.build(os.path.join(REPO, 'plugins', 'module_utils'), str(tmp_path / 'engine.zip'))
-    with open(os.path.join(ROLE, 'templates', 'vfio-passthrough.j2')) as f:
-        text = jinja2.Template(f.read(), keep_trailing_newline=True).render(
-            ansible_managed='test', __passthrough_files={'engine_archive': archive},
-            __passthrough_engine_python=python_without_ansible() or sys.executable)
+    text = persist.engine_command({'engine_python': python_without_ansible() or sys.executable}, archive=archive)
     cmd = tmp_path / 'vfio-passthrough'
     cmd.write_text(text)
     cmd.chmod(0o755)

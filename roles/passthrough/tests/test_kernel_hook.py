@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: hypervisor.vfio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The kernel hook (templates/kernel-hook.sh.j2) rendered by Ansible, then run with sh in both
+"""The kernel hook hypervisor.vfio.vfio_persist writes (module_utils/persist.py), run with sh in both
 calling conventions (postinst.d, kernel-install) against fake /lib/modules trees of a new kernel.
 The hook asks the engine (vfio-passthrough kernel), installed as the role installs it: the zip of
 module_utils (lookup hypervisor.vfio.engine_archive) and the vfio-passthrough command."""
@@ -19,10 +19,9 @@ import sys
 import pytest
 import yaml
 
+from ansible_collections.hypervisor.vfio.plugins.module_utils import persist
 from ansible_collections.hypervisor.vfio.tests.playbook import run_playbook
 from ansible_collections.hypervisor.vfio.tools.fakehost import GENERIC_VFIO_ALIAS, FakeHost
-
-from test_templates import ROLE  # noqa: I202 (this folder's sibling test)
 
 NEW = '6.12.57+deb12-amd64'
 VARIANT_ALIAS = 'alias vfio_pci:v00001AF4d00001041sv*sd*bc*sc*i* virtio_vfio_pci'
@@ -30,7 +29,7 @@ VARIANT_ALIAS = 'alias vfio_pci:v00001AF4d00001041sv*sd*bc*sc*i* virtio_vfio_pci
 
 @pytest.fixture(scope='module')
 def installed(tmp_path_factory):
-    """The hook, the engine command and the engine zip, rendered and built by Ansible."""
+    """The hook and the engine command as the engine writes them, and the engine zip built by Ansible."""
     tmp = tmp_path_factory.mktemp('hook')
     h = FakeHost(tmp / 'host')
     h.add_module('vfio_pci', driver='vfio-pci')
@@ -41,23 +40,18 @@ def installed(tmp_path_factory):
     state.write_text(json.dumps({'format': 1, 'devices': [
         {'address': '0000:00:04.0', 'vendor': '1af4', 'device': '1041', 'driver': None},
         {'address': '0000:00:05.0', 'vendor': '8086', 'device': '10d3', 'driver': None}], 'sriov': []}))
-    with open(os.path.join(ROLE, 'vars', 'main.yml')) as f:
-        role_vars = yaml.safe_load(f)
     # the engine command of the test sees the fake host's sysfs and proc
     engine = tmp / 'engine'
     engine.write_text('#!/bin/sh\nexec sh %s "$@" --sysfs %s --procfs %s\n' % (tmp / 'vfio-passthrough', h.sys, h.proc))
     engine.chmod(0o755)
-    files = dict(role_vars['__passthrough_files'], state=str(state), engine_archive=str(tmp / 'engine.zip'),
-                 engine_command=str(engine))
+    (tmp / 'vfio-passthrough').write_text(persist.engine_command({'engine_python': sys.executable},
+                                                                 archive=str(tmp / 'engine.zip')))
+    (tmp / 'kernel-hook.sh').write_text(persist.kernel_hook(command=str(engine), state=str(state)))
     play = [{'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
-             'vars': dict(role_vars, __passthrough_files=files, __passthrough_engine_python=sys.executable),
              'tasks': [
                  {'name': 'build the engine', 'ansible.builtin.copy': {
                      'src': "{{ lookup('hypervisor.vfio.engine_archive') }}", 'dest': str(tmp / 'engine.zip'),
-                     'mode': '0644'}},
-                 {'name': 'render', 'ansible.builtin.template': {'src': '%s/templates/{{ item }}.j2' % ROLE,
-                                                                 'dest': str(tmp / '{{ item }}'), 'mode': '0755'},
-                  'loop': ['kernel-hook.sh', 'vfio-passthrough']}]}]
+                     'mode': '0644'}}]}]
     (tmp / 'render.yml').write_text(yaml.safe_dump(play))
     rc, output = run_playbook(tmp, [tmp / 'render.yml'], timeout=300)
     assert rc == 0, output

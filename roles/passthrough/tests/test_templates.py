@@ -1,8 +1,10 @@
 # -*- coding: utf-8 -*-
 # Copyright: hypervisor.vfio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The persistence templates rendered by Ansible from a vfio_bind result (render only: the
-rendered text is written into the test's temp folder, nothing else on this machine)."""
+"""The persistence files the engine makes from a vfio_bind result (module_utils/persist.py, what
+hypervisor.vfio.vfio_persist writes for the role), the role's GRUB drop-in template and its final
+check rendered by Ansible (render only: the rendered text is written into the test's temp folder,
+nothing else on this machine)."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -14,6 +16,7 @@ import os
 import yaml
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import parse_state
+from ansible_collections.hypervisor.vfio.plugins.module_utils.persist import FILES, desired_files
 from ansible_collections.hypervisor.vfio.plugins.module_utils.sriov import run_sriov
 from ansible_collections.hypervisor.vfio.tests.playbook import run_playbook
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel, bind_on
@@ -46,26 +49,32 @@ def engine_answers(tmp_path):
 
 
 def render_all(tmp_path):
+    """The engine's persistence files (by file name) for the role's default settings, and the
+    GRUB drop-in rendered by Ansible."""
     bind, sriov = engine_answers(tmp_path)
+    want = desired_files(bind['devices'], bind['desired']['devices'], sriov['desired']['sriov'],
+                         {'initramfs': 'dracut'})
+    by_path = dict((path, content) for path, (content, mode) in want['files'].items())
+    names = {'udev.rules': FILES['udev_rule'], 'modules-load.conf': FILES['modules_load'],
+             'dracut.conf': FILES['dracut_conf'], 'state.json': FILES['state'],
+             'reapply.service': FILES['reapply_unit'], 'vfio-passthrough': FILES['engine_command'],
+             'kernel-hook': FILES['kernel_hook_postinst']}
+    out = dict((name, by_path[path]) for name, path in names.items())
     with open(os.path.join(ROLE, 'vars', 'main.yml')) as f:
         role_vars = yaml.safe_load(f)
-    out = tmp_path / 'out'
-    out.mkdir()
-    names = ['udev.rules.j2', 'modules-load.conf.j2', 'dracut.conf.j2', 'state.json.j2',
-             'reapply.service.j2', 'vfio-passthrough.j2', 'grub-dropin.cfg.j2']
+    dest = tmp_path / 'out'
+    dest.mkdir()
     play = [{
         'hosts': 'localhost', 'gather_facts': False, 'connection': 'local',
-        'vars': dict(role_vars, __passthrough_bind=bind, __passthrough_sriov_result=sriov,
-                     passthrough_restore=False, passthrough_iommu_group_policy='strict', passthrough_bind_timeout=10,
-                     passthrough_boot_timeout=120, passthrough_iommu_vendor='auto', passthrough_iommu_pt=True,
+        'vars': dict(role_vars, passthrough_iommu_vendor='auto', passthrough_iommu_pt=True,
                      passthrough_kernel_args_extra=[],
                      ansible_facts={'vfio': {'devices': {}, 'iommu': {'enable_args': ['intel_iommu=on']}}}),
-        'tasks': [{'name': 'render ' + n, 'ansible.builtin.copy': {
-            'content': "{{ lookup('ansible.builtin.template', '%s/templates/%s') }}" % (ROLE, n),
-            'dest': str(out / n[:-3]), 'mode': '0644'}} for n in names],
+        'tasks': [{'name': 'render the GRUB drop-in', 'ansible.builtin.template': {
+            'src': '%s/templates/grub-dropin.cfg.j2' % ROLE, 'dest': str(dest / 'grub-dropin.cfg'), 'mode': '0644'}}],
     }]
     run_play(tmp_path / 'render.yml', play)
-    return dict((n[:-3], (out / n[:-3]).read_text()) for n in names)
+    out['grub-dropin.cfg'] = (dest / 'grub-dropin.cfg').read_text()
+    return out
 
 
 def run_play(pb, play):
@@ -98,7 +107,7 @@ def test_persistence_files(tmp_path):
                      'reset_method': ['flr'], 'd3cold_allowed': False},
                     {'address': '0000:00:05.0', 'vendor': '8086', 'device': '10d3', 'driver': None}],
         'sriov': [{'pf': '0000:3b:00.0', 'numvfs': 4, 'drivers_autoprobe': False}]}
-    # the template adds no rule of its own: the lists are the engine's answers as they are
+    # the state file adds no rule of its own: the lists are the engine's answers as they are
     bind, sriov = engine_answers(tmp_path / 'again')
     assert (state['devices'], state['sriov']) == (bind['desired']['devices'], sriov['desired']['sriov'])
     # ...and it is what the engine reads
