@@ -405,15 +405,16 @@ class Executor:
         problems = []
         rolled = []
         for e in [failed] + list(reversed(done)):
-            if self.journal is not None:
-                try:
-                    self.journal.step(e.address, 'rollback')
-                except JournalError:
-                    pass  # the rollback matters more than its record
             if e is failed and exc.pending:
+                # no rollback begins: the journal keeps the step the kernel is still in
                 problems.append('%s was not rolled back: a write is still pending in the kernel' % e.address)
                 result = 'pending'
             else:
+                if self.journal is not None:
+                    try:
+                        self.journal.step(e.address, 'rollback')
+                    except JournalError:
+                        pass  # the rollback matters more than its record
                 problem = self.rollback(e._asdict())
                 result = 'rollback_failed' if problem else 'rolled_back'
                 if problem:

@@ -114,7 +114,7 @@ def test_a_blocked_write_keeps_the_journal_and_the_next_apply_repairs_it_and_say
     assert code == cli.EXIT_FAILED and 'The journal %s is kept' % journal in out, out
     with open(journal) as f:
         record = json.load(f)
-    assert [d['address'] for d in record['devices']] == [VIRTIO, NIC]
+    assert [(d['address'], d['step']) for d in record['devices']] == [(VIRTIO, 'rollback'), (NIC, 'unbind from e1000e')]
     # the kernel finishes the unbind once the holder lets go of the device
     host.detach(NIC)
     kernel.hang_unbind.clear()
@@ -141,7 +141,9 @@ def test_a_repaired_journal_is_reported_when_the_run_then_fails(host, kernel):
     code, out = run(host, kernel, 'apply')
     assert code == cli.EXIT_FAILED, out
     assert out.startswith('warning: vfio_bind: a run interrupted before it finished'), out
-    assert 'left the journal %s: %s rebind (last step begun: ' % (os.path.join(host.root, 'journal.json'), NIC) in out
+    # the journal names the write the kernel was still in, not a rollback that never began
+    assert 'left the journal %s: %s rebind (last step begun: unbind from e1000e): ' % (
+        os.path.join(host.root, 'journal.json'), NIC) in out, out
     assert out.splitlines()[0].endswith(': rolled back'), out
     assert 'bind to vfio-pci' in out and kernel._driver_of(NIC) == 'e1000e'
 
