@@ -42,7 +42,9 @@ class JournalError(Exception):
     """The journal cannot be written or trusted; the run must not go on."""
 
 
-def _fsync_dir(path):
+def fsync_dir(path):
+    """Make a rename or an unlink in folder ``path`` durable (best effort: a folder that cannot be
+    opened or synced is left as it is)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
     except OSError:
@@ -157,7 +159,7 @@ class Journal:
                 pass
             raise JournalError('cannot write journal %s: %s (set journal_file to a writable path)'
                                % (self.path, os.strerror(e.errno or 0)))
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         self.writes += 1
         self.dirty = False
 
@@ -226,7 +228,7 @@ class Journal:
                 if e.errno != errno.ENOENT:
                     raise JournalError('cannot remove journal %s: %s' % (os.path.join(self.dir, name),
                                                                          os.strerror(e.errno or 0)))
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
 
 def reached_target(d, current):

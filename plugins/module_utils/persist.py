@@ -33,6 +33,7 @@ import tempfile
 from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import DEFAULT_PATH as STATE_PATH
 from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import FORMAT, StateError, parse_state
 from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import EngineFailed
+from ansible_collections.hypervisor.vfio.plugins.module_utils.journal import fsync_dir
 
 # The files the role owns on the managed host. Fixed names: restore and re-runs must find them.
 FILES = {
@@ -414,19 +415,6 @@ def diff_of(changes):
 
 # -- the executor ---------------------------------------------------------------------
 
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _makedirs(path):
     missing = []
     while path and not os.path.isdir(path):
@@ -463,7 +451,7 @@ def write_atomic(path, content, mode):
         except OSError:
             pass
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def _link_atomic(path, target):
@@ -478,7 +466,7 @@ def _link_atomic(path, target):
     except BaseException:
         os.unlink(tmp)
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def _remove(path):
@@ -486,7 +474,7 @@ def _remove(path):
         shutil.rmtree(path)
     elif os.path.lexists(path):
         os.unlink(path)
-    _fsync_dir(os.path.dirname(path))
+    fsync_dir(os.path.dirname(path))
 
 
 def _undo(real, change):
@@ -532,8 +520,8 @@ def apply_persistence(changes, rootfs='/'):
                     _undo(under(rootfs, prev['path']), prev)
                 except (OSError, IOError) as e2:
                     undo_errors.append('%s: %s' % (prev['path'], e2))
-            msg = 'vfio_persist: cannot %s %s: %s' % ({'dir': 'create the folder', 'file': 'write', 'link': 'link',
-                                          'absent': 'remove'}[c['kind']], c['path'], e.strerror or e)
+            verb = {'dir': 'create the folder', 'file': 'write', 'link': 'link', 'absent': 'remove'}[c['kind']]
+            msg = 'vfio_persist: cannot %s %s: %s' % (verb, c['path'], e.strerror or e)
             if undo_errors:
                 msg += '; putting back the files already changed failed too (%s): check them by hand' % \
                     '; '.join(undo_errors)
@@ -571,7 +559,10 @@ def run_persist(params, run, check_mode=False, systemd_dir='/run/systemd/system'
     settings = dict((k, params.get(k)) for k in DEFAULTS)
     want = desired_files(bind.get('devices') or [], desired_devices, params.get('sriov') or [], settings,
                          postinst_dir=os.path.isdir(under(rootfs, os.path.dirname(FILES['kernel_hook_postinst']))))
-    changes, follow = plan_persistence(want, rootfs)
+    try:
+        changes, follow = plan_persistence(want, rootfs)
+    except (OSError, IOError) as e:
+        raise ValueError('cannot read %s: %s' % (e.filename or rootfs, e.strerror or e))
     result = {'changed': bool(changes), 'persist': want['persist'], 'boot_engine': want['boot_engine'],
               'engine_install': want['boot_engine'] and not engine_installed(rootfs, params.get('engine_sha1')),
               'files': [{'path': c['path'], 'action': ACTIONS[c['kind']]} for c in changes],
