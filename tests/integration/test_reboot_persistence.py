@@ -288,7 +288,7 @@ def _slowest_tasks(junit_dir, n=5, at_least=3.0):
             task = case.get('name', '').split(': ', 1)[-1].split(' : ')[-1]  # '[host] play: role : task'
             times.append((float(case.get('time') or 0), task))
     times.sort(reverse=True)
-    total = sum(t for t, _ in times)
+    total = sum(secs for secs, task in times)
     slow = ['%s %.1f s' % (task, t) for t, task in times[:n] if t >= at_least]
     return '(%d tasks, %.0f s in tasks) %s' % (len(times), total, '; '.join(slow)) if times else ''
 
