@@ -457,6 +457,8 @@ def _upgrade_kernel(g, addr):
 
 NUMVFS = 2
 ENGINE_UNIT = 'hypervisor-vfio-reapply.service'
+# The engine's intent journal (module_utils/journal.py DEFAULT_JOURNAL; the unit passes no other).
+JOURNAL = '/run/hypervisor-vfio/journal.json'
 
 
 def _assert_vfs_back_at_boot(g, pf, vfs):
@@ -699,6 +701,12 @@ def _a_write_that_blocks_at_boot(g, addr):
         assert unit['ExecMainStatus'] == '1' and unit['Result'] == 'exit-code', (unit, log)
         assert took < BOOT_BOUND / 2, 'the engine ran %.1f s (bound %s s):\n%s' % (took, BOOT_BOUND, log)
         assert 'still blocked after %ss' % WRITE_BOUND in log and addr in log, log
+        # It kept its intent journal, and the journal names the write still pending in the kernel
+        # (the step the unit's log says failed), for the next run to repair.
+        assert 'The journal %s is kept' % JOURNAL in log, log
+        journal = json.loads(g.ssh('cat %s' % JOURNAL))
+        pending = dict((d['address'], (d['action'], d['step'])) for d in journal['devices'])
+        assert addr in pending and '%s: %s failed: ' % (addr, pending[addr][1]) in log, (journal, log)
         # The host reached the network after the engine's unit ended, not after systemd's timeout.
         net = _show(g, 'systemd-networkd.service', 'ActiveState', 'ActiveEnterTimestampMonotonic')
         assert net['ActiveState'] == 'active', net
@@ -720,6 +728,11 @@ def _a_write_that_blocks_at_boot(g, addr):
     # The console entry point converges what the boot could not.
     out = g.ssh('vfio-passthrough apply; echo rc=$?', label='vfio-passthrough apply')
     assert 'rc=0' in out and g.driver(addr) == VFIO_DRIVER, out
+    # It repaired the journal the blocked boot left first, said so naming the pending step, and removed it.
+    assert 'warning: vfio_bind: a run interrupted before it finished (pid ' in out, out
+    assert 'left the journal %s: ' % JOURNAL in out and '%s %s (last step begun: %s): ' % (
+        addr, pending[addr][0], pending[addr][1]) in out, out
+    assert g.ssh('test -e %s && echo left || echo gone' % JOURNAL).strip() == 'gone'
 
 
 def test_binding_survives_reboot_with_host_driver_in_initramfs(hostimage):
