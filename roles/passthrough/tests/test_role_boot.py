@@ -36,6 +36,14 @@ def task(out, name):
     return m.group(0)
 
 
+def handler(out, name):
+    """The output of one handler (from its RUNNING HANDLER line to the next)."""
+    m = re.search(r'^RUNNING HANDLER \[hypervisor\.vfio\.passthrough : %s\].*?(?=^TASK |^RUNNING HANDLER|^PLAY RECAP)'
+                  % re.escape(name), out, re.M | re.S)
+    assert m, 'handler %r not in the output:\n%s' % (name, out[-4000:])
+    return m.group(0)
+
+
 def ran(block):
     """The task ran (or, for a command in check mode, would have run)."""
     if 'Conditional result was False' in block:
@@ -64,6 +72,15 @@ def test_systemd_boot_host_with_update_grub_gets_kernel_cmdline_not_a_grub_dropi
     assert 'changed:' in block and '+root=UUID=1f9a0b2c-3d4e-5f60-7a8b-9c0d1e2f3a4b ro quiet intel_iommu=on iommu=pt' in block
     assert not os.path.exists(os.path.join(h.root, 'etc/kernel/cmdline'))      # check mode
     assert 'REBOOT REQUIRED' in out and 'lacks' not in out
+    # No reboot in this run: the entries are not rewritten now but once, by the handler at the end
+    # of the run (after the initramfs regeneration when there is one), with the new arguments.
+    assert not ran(task(out, 'Rewrite the boot entry of every installed kernel before the reboot'))
+    block = task(out, 'Leave the rewrite of the boot entries to the handler at the end of the run')
+    assert 'changed:' in block and 'the boot entries get initrd' not in block, block
+    assert 'the boot entries get root=UUID=1f9a0b2c-3d4e-5f60-7a8b-9c0d1e2f3a4b ro quiet intel_iommu=on iommu=pt at ' \
+        'the end of the run' in block, block
+    block = handler(out, 'Install the boot entries (systemd-boot)')
+    assert 'would have run' in block and "'kernel-install', 'add', '%s', '/boot/vmlinuz-%s'" % (DEB_RELEASE, DEB_RELEASE) in block, block
 
 
 def test_directly_started_kernel_with_iommu_on_warns_and_goes_on(tmp_path):
