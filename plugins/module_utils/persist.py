@@ -2,8 +2,8 @@
 # Copyright: hypervisor.vfio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What survives a reboot: the files the role keeps on a host, planned from what vfio_bind
-decided (its per-device result and its ``desired`` devices) and vfio_sriov's desired PFs, then
-written by one executor.
+decided (its per-device result and its ``desired`` devices) and vfio_sriov's desired PFs (taken
+from its result as it is: sriov.persisted_pfs), then written by one executor.
 
 :func:`desired_files` is pure: from the engine's answers and the settings it gives every file
 (host path -> content and mode), every link, every file or folder to remove and the
@@ -34,6 +34,7 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import DEF
 from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import FORMAT, StateError, parse_state
 from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import EngineFailed
 from ansible_collections.hypervisor.vfio.plugins.module_utils.journal import fsync_dir
+from ansible_collections.hypervisor.vfio.plugins.module_utils.sriov import persisted_pfs
 
 # The files the role owns on the managed host. Fixed names: restore and re-runs must find them.
 FILES = {
@@ -543,7 +544,8 @@ def run_persist(params, run, check_mode=False, systemd_dir='/run/systemd/system'
     """Plan, then (not in check mode) write, the persistence of a host; the module's result.
 
     ``params``: ``bind`` (vfio_bind's result, or its ``devices`` and ``desired``), ``sriov``
-    (vfio_sriov's ``desired.sriov``), the settings of DEFAULTS and ``rootfs_path``. ``run``
+    (vfio_sriov's result, or its ``desired.sriov``: sriov.persisted_pfs), the settings of
+    DEFAULTS and ``rootfs_path``. ``run``
     executes an argv list (systemctl daemon-reload, only for the real root of a host booted
     with systemd). Bad input raises ValueError before anything is read; a failed write raises
     PersistError after every file changed before was put back.
@@ -556,8 +558,10 @@ def run_persist(params, run, check_mode=False, systemd_dir='/run/systemd/system'
     desired_devices = desired.get('devices', []) if isinstance(desired, dict) else None
     if not isinstance(desired_devices, list):
         raise ValueError('bind.desired.devices must be the list vfio_bind returns')
+    # vfio_sriov's answer as it is: its desired PFs, none when it was skipped
+    sriov = persisted_pfs(params.get('sriov'))
     settings = dict((k, params.get(k)) for k in DEFAULTS)
-    want = desired_files(bind.get('devices') or [], desired_devices, params.get('sriov') or [], settings,
+    want = desired_files(bind.get('devices') or [], desired_devices, sriov, settings,
                          postinst_dir=os.path.isdir(under(rootfs, os.path.dirname(FILES['kernel_hook_postinst']))))
     try:
         changes, follow = plan_persistence(want, rootfs)

@@ -42,14 +42,15 @@ def _bool(value, what):
     raise RequestError('%s must be a boolean, got %r' % (what, value))
 
 
-def parse_pfs(entries, bus=PCI):
-    """Validate ``pfs`` entries into [{pf, numvfs, drivers_autoprobe}]; raise RequestError."""
+def parse_pfs(entries, bus=PCI, name='pfs'):
+    """Validate ``pfs`` entries into [{pf, numvfs, drivers_autoprobe}]; raise RequestError
+    (``name``: the option the entries came from, as the messages say it)."""
     if not isinstance(entries, list):
-        raise RequestError('pfs must be a list of {pf, numvfs, drivers_autoprobe}, got %r' % (entries,))
+        raise RequestError('%s must be a list of {pf, numvfs, drivers_autoprobe}, got %r' % (name, entries))
     out = []
     seen = set()
     for i, entry in enumerate(entries):
-        what = 'pfs[%d]' % i
+        what = '%s[%d]' % (name, i)
         if not isinstance(entry, dict):
             raise RequestError('%s must be a dict with pf and numvfs, got %r' % (what, entry))
         unknown = sorted(set(entry) - set(PF_KEYS))
@@ -70,6 +71,32 @@ def parse_pfs(entries, bus=PCI):
         out.append({'pf': pf, 'numvfs': numvfs,
                     'drivers_autoprobe': _bool(entry.get('drivers_autoprobe', False), what + '.drivers_autoprobe')})
     return out
+
+
+def persisted_pfs(answer, bus=PCI, name='sriov'):
+    """The PFs whose VFs the boot makes again, from vfio_sriov's answer taken as it is.
+
+    ``answer`` is vfio_sriov's result as registered: its ``desired.sriov`` (the PFs as
+    :func:`run_sriov` validated them), or none when the task was skipped (no SR-IOV asked, or a
+    restore: the role does not call vfio_sriov then). A list is a ``pfs`` request as vfio_sriov
+    takes it (or its ``desired.sriov``), validated the same way. None is no PF. Anything else, a
+    failed run included, raises RequestError naming ``name``.
+    """
+    if answer is None:
+        return []
+    if isinstance(answer, dict):
+        if answer.get('failed'):
+            raise RequestError('%s is the result of a vfio_sriov run that failed (%s): its PFs are not persisted; '
+                               'fix that run first' % (name, str(answer.get('msg') or 'no message').splitlines()[0]))
+        if answer.get('skipped'):
+            return []
+        desired = answer.get('desired')
+        if not isinstance(desired, dict) or 'sriov' not in desired:
+            raise RequestError('%s must be the result of vfio_sriov as registered (with desired.sriov) or a list of '
+                               '{pf, numvfs, drivers_autoprobe}; got a dict with keys %s'
+                               % (name, ', '.join(sorted(str(k) for k in answer)) or 'none'))
+        return parse_pfs(desired['sriov'], bus, name + '.desired.sriov')
+    return parse_pfs(answer, bus, name)
 
 
 def _attr(bus, pf, name):

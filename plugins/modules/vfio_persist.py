@@ -14,8 +14,8 @@ short_description: Make VFIO bindings and SR-IOV VFs survive a reboot, from what
 version_added: 1.1.0
 description:
   - Writes, in one run, every file that makes the host come back with its devices on VFIO after a reboot,
-    from the result of M(hypervisor.vfio.vfio_bind) (O(bind)) and the desired PFs of
-    M(hypervisor.vfio.vfio_sriov) (O(sriov)). The role P(hypervisor.vfio.passthrough#role) uses it.
+    from the result of M(hypervisor.vfio.vfio_bind) (O(bind)) and the result of M(hypervisor.vfio.vfio_sriov)
+    (O(sriov)), each taken as registered. The role P(hypervisor.vfio.passthrough#role) uses it.
   - "For the devices meant for VFIO: the udev rule C(/etc/udev/rules.d/40-hypervisor-vfio.rules) that sets
     C(driver_override) as each device appears (matching its address, vendor and device IDs) and loads its VFIO
     module, the module list C(/etc/modules-load.d/hypervisor-vfio.conf), and for the initramfs the marked block
@@ -59,9 +59,15 @@ options:
     default: {}
   sriov:
     description:
-      - The PFs whose VFs are made again at boot, as M(hypervisor.vfio.vfio_sriov) returns them in C(desired.sriov).
-    type: list
-    elements: dict
+      - The result of M(hypervisor.vfio.vfio_sriov) as registered, taken as it is - its C(desired.sriov) are the PFs
+        whose VFs are made again at boot. A skipped vfio_sriov task (no SR-IOV asked, or a restore) persists no PF;
+        the result of a failed run is refused.
+      - Or a list of PFs in the form of vfio_sriov's O(hypervisor.vfio.vfio_sriov#module:pfs) (its C(desired.sriov)
+        is one), validated the same way (C(pf) a PCI address, C(numvfs) from 0 to 4096, C(drivers_autoprobe) a
+        boolean, default false).
+      - An empty list (the default) persists no PF.
+      - Bad input fails before anything is read or written, naming the entry.
+    type: raw
     default: []
   iommu_group:
     description: The IOMMU group policy the boot applies the devices with (see M(hypervisor.vfio.vfio_bind)).
@@ -111,14 +117,21 @@ seealso:
 '''
 
 EXAMPLES = r'''
-- name: Bind the devices
+- name: Create 4 VFs on a PF
+  hypervisor.vfio.vfio_sriov:
+    pfs:
+      - {pf: "0000:3b:00.0", numvfs: 4}
+  register: vfs
+
+- name: Bind the device and the VFs
   hypervisor.vfio.vfio_bind:
-    devices: ["0000:3b:00.0"]
+    devices: ["0000:5e:00.0", {physfn: "0000:3b:00.0"}]
   register: bound
 
-- name: Make the binding survive a reboot
+- name: Make the binding and the VFs survive a reboot
   hypervisor.vfio.vfio_persist:
     bind: "{{ bound }}"
+    sriov: "{{ vfs }}"
     initramfs: update-initramfs
     engine_sha1: "{{ lookup('hypervisor.vfio.engine_archive', checksum=true) }}"
   register: persisted
@@ -198,7 +211,7 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils.persist import INI
 def build_module():
     spec = dict(
         bind=dict(type='dict', default={}),
-        sriov=dict(type='list', elements='dict', default=[]),
+        sriov=dict(type='raw', default=[]),
         iommu_group=dict(type='str', choices=['strict', 'all', 'ignore'], default='strict'),
         timeout=dict(type='int', default=10),
         boot_lock_timeout=dict(type='int', default=30),

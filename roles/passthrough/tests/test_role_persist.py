@@ -84,3 +84,32 @@ def test_the_role_persists_in_one_engine_run_and_a_rerun_changes_nothing(tmp_pat
     for path in (FILES['udev_rule'], FILES['state'], FILES['engine_dir'], FILES['unit_wants_link']):
         assert '--- before: %s' % path in block, block[:3000]
     assert files_below(root) == files
+
+
+def test_the_vfs_are_persisted_from_vfio_sriovs_answer_and_restore_drops_them(tmp_path):
+    # vfio_persist takes vfio_sriov's registered answer as it is (no SR-IOV rule in the role's
+    # Jinja): the PF as vfio_sriov validated it goes into the desired state, and restore (which
+    # skips vfio_sriov) persists none. The PF already has its 4 VFs with autoprobe on, so
+    # vfio_sriov has nothing to write on the fake tree.
+    info = generate(str(tmp_path / 'host'), sriov_pf=1, vfs=4, state='vfio')
+    root = info['root']
+    pf = [a for a in os.listdir(os.path.join(root, 'sys/bus/pci/devices')) if a not in info['devices']]
+    assert len(pf) == 1, pf
+    request = [{'pf': pf[0].replace('0000:', ''), 'numvfs': '4', 'drivers_autoprobe': True}]
+    out, runs, changed = run(tmp_path, info, passthrough_sriov=request)
+    assert 'vfio_sriov' in runs and 'vfio_persist' in runs, runs
+    with open(os.path.join(root, FILES['state'].lstrip('/'))) as f:
+        state = json.load(f)
+    assert state['sriov'] == [{'pf': pf[0], 'numvfs': 4, 'drivers_autoprobe': True}], state
+    assert sorted(d['address'] for d in state['devices']) == sorted(info['devices'])
+    files = files_below(root)
+    out, runs, changed = run(tmp_path, info, passthrough_sriov=request)
+    assert changed == 0 and files_below(root) == files, out[-4000:]
+    # restore, in check mode: the desired state and the boot unit would go (no device, no PF left)
+    out, runs, changed = run(tmp_path, info, cli=['--check', '--diff'], passthrough_sriov=request,
+                             passthrough_restore=True)
+    assert 'vfio_sriov' not in runs, runs
+    block = out[out.index('TASK [hypervisor.vfio.passthrough : Write what survives a reboot through the engine]'):]
+    for path in (FILES['state'], FILES['reapply_unit'], FILES['unit_wants_link']):
+        assert '--- before: %s' % path in block, block[:3000]
+    assert files_below(root) == files

@@ -16,9 +16,9 @@ import pytest
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import persist
 from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import parse_state
-from ansible_collections.hypervisor.vfio.plugins.modules import vfio_persist
+from ansible_collections.hypervisor.vfio.plugins.modules import vfio_persist, vfio_sriov
 from ansible_collections.hypervisor.vfio.tests.unit.fakesys import FakeHost, FakeKernel, bind_on
-from ansible_collections.hypervisor.vfio.tests.unit.plugins.modules.module_runner import run_module
+from ansible_collections.hypervisor.vfio.tests.unit.plugins.modules.module_runner import path_args, run_module
 
 F = persist.FILES
 SRIOV = [{'pf': '0000:3b:00.0', 'numvfs': 4, 'drivers_autoprobe': False}]
@@ -197,7 +197,7 @@ def test_bad_input_fails_before_any_write(capsys, root, bind):
     assert out['failed'] and 'the vfio_bind row of 0000:00:04.0 has no valid module' in out['msg'], out
     assert 'nothing was changed' in out['msg']
     out = persist_run(capsys, root, bind, sriov=[{'pf': '3b:00.0', 'numvfs': -1}])
-    assert out['failed'] and 'the desired state made of bind.desired.devices and sriov is not valid' in out['msg'], out
+    assert out['failed'] and 'sriov[0] (0000:3b:00.0): numvfs must be a number from 0 to 4096, got -1' in out['msg'], out
     out = persist_run(capsys, root, bind, timeout=0)
     assert out['failed'] and 'timeout must be a number of seconds from 1 to 3600, got 0' in out['msg']
     assert tree(root) == {'/etc/initramfs-tools/modules': ('# List of modules\nraid1\n', 0o644)}
@@ -232,3 +232,84 @@ def test_engine_install_only_when_the_hosts_archive_differs(capsys, root, bind):
     # without a checksum the caller always installs it (its copy is idempotent); without a boot engine never
     assert persist_run(capsys, root, bind)['engine_install'] is True
     assert persist_run(capsys, root, {}, sriov=[], engine_sha1=sha1)['engine_install'] is False
+
+
+# -- sriov: vfio_sriov's answer taken as it is ----------------------------------------------
+
+def sriov_answer(capsys, tmp_path, pfs):
+    """vfio_sriov's result as the role registers it (check mode, return_facts) on a FakeHost with
+    two SR-IOV PFs (igb, 7 VFs at most, none yet)."""
+    h = FakeHost(tmp_path / 'sriov-host')
+    h.add_modules('igb', 'igbvf')
+    h.add_device('0000:3b:00.0', '8086', '10c9', driver='igb', sriov_totalvfs=7)
+    h.add_device('0000:3c:00.0', '8086', '10c9', driver='igb', sriov_totalvfs=7)
+    out = run_module(vfio_sriov, dict(path_args(h), pfs=pfs, lock_file=str(tmp_path / 'sriov.lock'), return_facts=True),
+                     capsys, check_mode=True)
+    assert not out.get('failed') and out['ansible_facts'], out
+    return out
+
+
+# A skipped task's registered result (the role skips vfio_sriov without SR-IOV, and on restore).
+SKIPPED = {'changed': False, 'skipped': True, 'skip_reason': 'Conditional result was False',
+           'false_condition': 'passthrough_sriov | length > 0'}
+
+
+def before(answer, restore=False):
+    """What the role's Jinja passed as sriov before the engine took vfio_sriov's answer
+    (roles/passthrough/vars/main.yml __passthrough_persist_sriov, now removed):
+    [] if passthrough_restore else (__passthrough_sriov_result.desired.sriov | default([]))."""
+    return [] if restore else answer.get('desired', {}).get('sriov', [])
+
+
+@pytest.mark.parametrize('pfs, restore', [
+    ([{'pf': '3b:00.0', 'numvfs': '4'}], False),            # short address, count as a string: as validated
+    ([{'pf': '0000:3b:00.0', 'numvfs': 2, 'drivers_autoprobe': 'yes'}, {'pf': '0000:3C:00.0', 'numvfs': 0}], False),
+    (None, False),                                           # passthrough_sriov empty: the task is skipped
+    (None, True),                                            # restore: the task is skipped
+], ids=['one-pf', 'two-pfs-autoprobe-and-zero', 'no-sriov', 'restore'])
+@pytest.mark.parametrize('with_devices', [True, False], ids=['devices', 'sriov-alone'])
+def test_sriov_answer_as_registered_persists_what_the_role_persisted_before(
+        capsys, tmp_path, bind, pfs, restore, with_devices):
+    answer = SKIPPED if pfs is None else sriov_answer(capsys, tmp_path, pfs)
+    devices = bind if with_devices else {}
+    roots = []
+    for name, sriov in (('now', answer), ('before', before(answer, restore))):
+        r = tmp_path / name
+        (r / 'etc/kernel/postinst.d').mkdir(parents=True)
+        out = persist_run(capsys, r, devices, sriov=sriov)
+        assert not out.get('failed'), out
+        roots.append(r)
+    assert tree(roots[0]) == tree(roots[1])
+    files = tree(roots[0])
+    if pfs is None:
+        assert not with_devices or json.loads(files[F['state']][0])['sriov'] == []
+        assert with_devices or files == {}      # nothing to persist: no file at all
+    else:
+        assert json.loads(files[F['state']][0])['sriov'] == answer['desired']['sriov'] != []
+    if pfs:
+        # the role's request itself (vfio_sriov's pfs) persists the same: one validation, sriov.parse_pfs
+        r = tmp_path / 'request'
+        (r / 'etc/kernel/postinst.d').mkdir(parents=True)
+        persist_run(capsys, r, devices, sriov=pfs)
+        assert tree(r) == files
+
+
+@pytest.mark.parametrize('sriov, message', [
+    ({'failed': True, 'msg': 'vfio_sriov refused before changing anything:\n- 0000:3b:00.0 supports at most 7 VFs'},
+     'sriov is the result of a vfio_sriov run that failed (vfio_sriov refused before changing anything:): its PFs '
+     'are not persisted'),
+    ({'changed': True, 'pfs': []},
+     'sriov must be the result of vfio_sriov as registered (with desired.sriov) or a list of {pf, numvfs, '
+     'drivers_autoprobe}; got a dict with keys changed, pfs'),
+    ({'changed': False, 'desired': {'sriov': [{'pf': 'eth0', 'numvfs': 1}]}},
+     'sriov.desired.sriov[0]: pf must be a quoted PCI address such as "0000:3b:00.0", got \'eth0\''),
+    ({'desired': {'sriov': {'pf': '0000:3b:00.0'}}}, 'sriov.desired.sriov must be a list of'),
+    ([{'pf': '0000:3b:00.0', 'numvfs': 1, 'vfs': 2}], 'sriov[0] has unknown keys vfs'),
+    ([{'pf': '0000:3b:00.0', 'numvfs': 1}, {'pf': '3b:00.0', 'numvfs': 2}], 'sriov[1]: 0000:3b:00.0 is listed twice'),
+    ('0000:3b:00.0', "sriov must be a list of {pf, numvfs, drivers_autoprobe}, got '0000:3b:00.0'"),
+], ids=['failed-run', 'not-a-result', 'bad-desired-pf', 'desired-not-a-list', 'unknown-key', 'twice', 'a-string'])
+def test_a_bad_sriov_fails_before_anything_is_read_or_written(capsys, root, bind, sriov, message):
+    out = persist_run(capsys, root, bind, sriov=sriov)
+    assert out['failed'] and message in out['msg'], out
+    assert 'invalid request, nothing was changed' in out['msg'], out
+    assert tree(root) == {'/etc/initramfs-tools/modules': ('# List of modules\nraid1\n', 0o644)}
