@@ -27,13 +27,6 @@ from ansible_collections.hypervisor.vfio.tools import fakehost
 OTHER_RELEASE = '6.1.0-28-amd64'
 
 
-def _write(path, text):
-    if not os.path.isdir(os.path.dirname(path)):
-        os.makedirs(os.path.dirname(path))
-    with open(path, 'w') as f:
-        f.write(text)
-
-
 def generated(state, **kinds):
     def build(root):
         g = fakehost.Generator(root)
@@ -54,10 +47,12 @@ def variants_partly_bound(root):
     add_mgmt(h)
     k = FakeKernel(h)
     bind_on(h, k, devices=[VIRTIO, NIC])
-    _write(os.path.join(h.sys, 'bus/pci/devices', NIC, 'driver_override'), '(null)\n')
-    _write(os.path.join(h.root, 'boot', 'vmlinuz-' + OTHER_RELEASE), '')
-    _write(os.path.join(h.moddir, OTHER_RELEASE, 'modules.dep'), 'kernel/drivers/net/e1000e.ko:\n')
-    _write(os.path.join(h.proc, 'cmdline'), 'BOOT_IMAGE=/boot/vmlinuz root=/dev/vda ro intel_iommu=on iommu=pt\n')
+    h.write('sys/bus/pci/devices/%s/driver_override' % NIC, '(null)\n')
+    h.write('boot/vmlinuz-' + OTHER_RELEASE, '')
+    h.write(os.path.relpath(os.path.join(h.moddir, OTHER_RELEASE, 'modules.dep'), h.root),
+            'kernel/drivers/net/e1000e.ko:\n')
+    h.write(os.path.relpath(os.path.join(h.proc, 'cmdline'), h.root),
+            'BOOT_IMAGE=/boot/vmlinuz root=/dev/vda ro intel_iommu=on iommu=pt\n')
     return h
 
 
@@ -69,7 +64,7 @@ def no_iommu_group(root):
     h.add_module('e1000e', ids=[('8086', '10d3')], loaded=True)
     h.add_device(NIC, '8086', '10d3', driver='vfio-pci', group=None)
     h.add_device(TESTDEV, '1b36', '0005', cls='00ff00', group=None)
-    _write(os.path.join(h.sys, 'module/vfio/parameters/enable_unsafe_noiommu_mode'), 'Y\n')
+    h.write('sys/module/vfio/parameters/enable_unsafe_noiommu_mode', 'Y\n')
     return h
 
 
