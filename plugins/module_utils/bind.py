@@ -13,13 +13,11 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as 
 from ansible_collections.hypervisor.vfio.plugins.module_utils.desired import desired_devices
 from ansible_collections.hypervisor.vfio.plugins.module_utils.execute import (
     EngineFailed, Executor, failure_message, show, under_host_lock)
-from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
-from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import HostUsage
 from ansible_collections.hypervisor.vfio.plugins.module_utils.journal import (
     DEFAULT_JOURNAL, Journal, JournalError, recovery_plan)
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import BUSES
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import Request, diff_of, parse_request
-from ansible_collections.hypervisor.vfio.plugins.module_utils.snapshot import plan_on_host
+from ansible_collections.hypervisor.vfio.plugins.module_utils.snapshot import host_usage, plan_on_host
 
 RESULT_KEYS = ('address', 'state', 'action', 'reason', 'module', 'driver_before', 'driver_after',
                'override_before', 'override_after', 'candidates', 'ambiguous', 'iommu_group', 'vendor',
@@ -69,6 +67,8 @@ def run_bind(params, host, run, check_mode=False, bus_name='pci', may_load_modul
         may_load_modules = os.path.realpath(host.fs.sysfs_path) == '/sys'
     bus = BUSES[bus_name]
     items = parse_request(params, bus)  # bad input fails here, before anything is read
+    # what the plan read of the host ('snapshot'), while nothing has been written since
+    seen = {}
 
     def job():
         # a run killed half-way is repaired first, then the facts are read, all under the lock:
@@ -76,38 +76,45 @@ def run_bind(params, host, run, check_mode=False, bus_name='pci', may_load_modul
         # as it left it (the role, when the IOMMU is off, goes on to the boot loader with these facts)
         try:
             recovery = recover_interrupted(params, host, bus, run, check_mode=check_mode)
-            return _with_facts(params, host, bus, _with_recovery(recovery, lambda: _plan_and_apply(
-                params, host, run, items, bus, check_mode, may_load_modules)))
+            return _with_facts(params, host, bus, seen, _with_recovery(recovery, lambda: _plan_and_apply(
+                params, host, run, items, bus, check_mode, may_load_modules, seen)))
         except BindFailed as e:
-            _with_facts(params, host, bus, e.result)
+            _with_facts(params, host, bus, seen, e.result)
             raise
     return job() if check_mode else under_host_lock(params, 'vfio_bind', BindFailed, job)
 
 
-def _with_facts(params, host, bus, result):
-    """return_facts: the vfio_facts of the host read after the call (a fresh scan of sysfs by
-    the facts collector, not the executor's own bookkeeping), so that a caller can verify and
-    report without another module run."""
+def _with_facts(params, host, bus, seen, result):
+    """return_facts: the vfio_facts of the host after the call, so that a caller can verify and
+    report without another module run.  After a write they are a fresh scan of sysfs by the
+    facts collector (not the executor's own bookkeeping); on a call that wrote nothing (a re-run,
+    check mode, a refusal) the plan's reading of the host, made a moment before under the same
+    lock, is the state after the call, and the facts are made from it (the same facts)."""
     if params.get('return_facts'):
-        result['ansible_facts'] = {'vfio': collect_facts(host, bus)}
+        # imported here: facts.py and bootloader.py are compiled only for a call that returns facts
+        # (AnsiballZ compiles every imported module_utils file on every run)
+        from ansible_collections.hypervisor.vfio.plugins.module_utils.facts import collect_facts
+        result['ansible_facts'] = {'vfio': collect_facts(host, bus, snapshot=seen.get('snapshot'))}
     return result
 
 
-def _plan_and_apply(params, host, run, items, bus, check_mode, may_load_modules):
-    dummy, plan = plan_on_host(host, bus, Request(items, params['iommu_group'], params['force']))
+def _plan_and_apply(params, host, run, items, bus, check_mode, may_load_modules, seen):
+    seen['snapshot'], plan = plan_on_host(host, bus, Request(items, params['iommu_group'], params['force']))
     running = host.fs.read_proc('sys/kernel/osrelease')
     running = running.strip() if running else host.kernel_release
     if plan.errors:
         raise BindFailed('vfio_bind refused before changing anything:\n- ' + '\n- '.join(plan.errors),
                          {'devices': _report(plan), 'errors': list(plan.errors)})
+    rows = _report(plan)
     result = {'changed': plan.changed, 'diff': diff_of(plan), 'warnings_list': _warnings(plan, host),
-              'modules_loaded': [], 'desired': {'devices': desired_devices(items, _report(plan))}}
+              'modules_loaded': [], 'desired': {'devices': desired_devices(items, rows)}}
     if check_mode or not plan.changed:
-        result['devices'] = _report(plan)
+        result['devices'] = rows
         return result
     if host.kernel_release != running:
         raise BindFailed('vfio_bind acts on the running kernel %s; kernel_release=%s is for inspection with '
                          'vfio_facts only' % (running, host.kernel_release), {'devices': _report(plan)})
+    seen['snapshot'] = None  # the executor writes: the facts are read again after it
     executor = Executor(host.fs, bus, run, timeout=params['timeout'], modprobe_args=modprobe_args(host),
                         may_load=may_load_modules, journal=Journal(journal_path(params)))
     try:
@@ -174,7 +181,7 @@ def recover_interrupted(params, host, bus, run, check_mode=False):
     if record is None:
         return None
     executor = Executor(host.fs, bus, run, timeout=params.get('timeout', 10), may_load=False)
-    usage = HostUsage(host.fs)
+    usage = host_usage(host.fs)
 
     def current_of(addr):
         if not host.fs.isdir(bus.device_dir(addr)):

@@ -19,7 +19,6 @@ import json
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import PCI
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import (
     GROUP_POLICIES, RequestError, SETTING_KEYS, check_driver_name, d3cold_allowed, reset_methods)
-from ansible_collections.hypervisor.vfio.plugins.module_utils.sriov import parse_pfs
 
 FORMAT = 1
 DEFAULT_PATH = '/etc/hypervisor-vfio/state.json'
@@ -91,6 +90,9 @@ def parse_state(data, bus=PCI):
             raise StateError(str(e))
         out['devices'].append(dev)
     try:
+        # imported here: vfio_bind imports this file for desired_devices on every call, and
+        # AnsiballZ compiles every imported module_utils file on every run
+        from ansible_collections.hypervisor.vfio.plugins.module_utils.sriov import parse_pfs
         out['sriov'] = parse_pfs(data.get('sriov', []), bus)
     except RequestError as e:
         raise StateError('sriov: %s' % e)

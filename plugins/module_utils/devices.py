@@ -244,10 +244,18 @@ def gather(fs, bus, resolver, addresses=None):
         present = set(fs.entries(bus.devices_dir()))
         devices.update(scan(fs, bus, sorted(set(a for m in members.values() for a in m if a in present)
                                             - set(devices)), netdevs))
+    return shown, classify(bus, resolver, devices, members, loaded_vfio_modules(fs))
+
+
+def classify(bus, resolver, devices, members, loaded_vfio):
+    """The IOMMU groups' facts, {number as text: {devices, viable, blockers}}, from the device
+    records read (scan; their VFIO keys are filled in here), the groups' members ({number:
+    [addresses]}) and the loaded modules named *vfio* (``loaded_vfio``): no read of the host.
+    """
     # With a selection, the candidates of the devices read (the selection and its groups' members)
     # count here: a device whose driver is a VFIO candidate of an unread device only, neither loaded
     # under a *vfio* name nor giving it a vfio-dev/ (kernel 6.1+), would read as not vfio_bound.
-    vfio_modules = set(loaded_vfio_modules(fs))
+    vfio_modules = set(loaded_vfio)
     chosen = {}     # modalias -> resolver.choose(): devices of one model share one answer (and its list)
     for rec in devices.values():
         if rec['modalias']:
@@ -266,7 +274,7 @@ def gather(fs, bus, resolver, addresses=None):
     for num, addrs in sorted(members.items()):
         blockers = [a for a in addrs if not member_ok(devices.get(a), vfio_modules)]
         groups[str(num)] = {'devices': addrs, 'viable': not blockers, 'blockers': blockers}
-    return shown, groups
+    return groups
 
 
 def kernel_cmdline_flags(fs):
@@ -282,8 +290,9 @@ def kernel_cmdline_flags(fs):
     return flags, ' '.join(cmdline)
 
 
-def iommu_facts(fs, groups, group_count=None):
-    """The IOMMU state; ``group_count`` when ``groups`` holds only some groups (a selection)."""
+def iommu_facts(fs, groups, group_count=None, loaded_vfio=None):
+    """The IOMMU state; ``group_count`` when ``groups`` holds only some groups (a selection);
+    ``loaded_vfio``: the loaded modules named *vfio*, sorted, when already read."""
     flags, cmdline = kernel_cmdline_flags(fs)
     iommus = fs.listdir('class/iommu')
     noiommu = fs.read_optional('module/vfio/parameters/enable_unsafe_noiommu_mode')
@@ -295,7 +304,7 @@ def iommu_facts(fs, groups, group_count=None):
         'cmdline_flags': flags,
         'cmdline': cmdline,
         'noiommu_mode': None if noiommu is None else noiommu in ('Y', '1'),
-        'loaded_vfio_modules': loaded_vfio_modules(fs),
+        'loaded_vfio_modules': loaded_vfio_modules(fs) if loaded_vfio is None else list(loaded_vfio),
     }
 
 

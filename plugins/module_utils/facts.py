@@ -17,7 +17,7 @@ from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import PCI
 OWN_FILE_MARK = 'hypervisor-vfio'
 
 
-def collect_facts(host, bus=PCI, list_initramfs=None, items=None):
+def collect_facts(host, bus=PCI, list_initramfs=None, items=None, snapshot=None):
     """Everything vfio_facts returns.
 
     ``list_initramfs(path)`` returns the paths inside an initramfs image (lsinitramfs,
@@ -25,9 +25,19 @@ def collect_facts(host, bus=PCI, list_initramfs=None, items=None):
     ``items`` (parse_selection) restricts ``devices`` to the devices they select and
     ``iommu_groups`` to the groups holding them; ``kernels`` and the warnings then speak of
     those devices only.
+    ``snapshot`` (snapshot.read_snapshot of the same host and bus, nothing written since; the
+    whole host, so not with ``items``): the devices, IOMMU groups and loaded modules come from
+    it instead of a new scan of sysfs; the rest (kernel command line, IOMMU units, no-IOMMU
+    mode, CPU, boot loader, installed kernels) is read as always.  Same facts as a scan.
     """
     selection_warnings = []
-    if items is None:
+    if snapshot is not None and items is None:
+        devices = dict((a, dict(r)) for a, r in snapshot.devices.items())
+        loaded_vfio = sorted(snapshot.vfio_modules)
+        groups = devs.classify(bus, host.resolver, devices, dict((g, list(m)) for g, m in snapshot.groups.items()),
+                               loaded_vfio)
+        iommu = devs.iommu_facts(host.fs, groups, loaded_vfio=loaded_vfio)
+    elif items is None:
         devices, groups = devs.gather(host.fs, bus, host.resolver)
         iommu = devs.iommu_facts(host.fs, groups)
     else:

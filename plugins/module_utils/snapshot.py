@@ -19,7 +19,6 @@ from collections import namedtuple
 from types import MappingProxyType
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
-from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import HostUsage
 from ansible_collections.hypervisor.vfio.plugins.module_utils.plan import VFIO_CORES, plan
 
 # bus, kernel_release, resolver; devices: {address: device record}; groups: {number: (members)};
@@ -55,7 +54,7 @@ def read_snapshot(host, bus):
 def read_facts(host, bus, snapshot, keys, usage=None):
     """The snapshot with the facts of ``keys`` (a plan's ``needs``) read in."""
     fs = host.fs
-    usage = usage or HostUsage(fs)
+    usage = usage or host_usage(fs)
     facts = dict(snapshot.facts)
     for key in sorted(keys, key=repr):
         kind = key[0]
@@ -70,6 +69,15 @@ def read_facts(host, bus, snapshot, keys, usage=None):
         else:
             raise ValueError('unknown fact %r' % (key,))
     return snapshot._replace(facts=MappingProxyType(facts))
+
+
+def host_usage(fs):
+    """A guards.HostUsage (what the host uses, read as it is asked)."""
+    # imported here: guards.py is compiled only when a plan asks what a device is used for (a
+    # device that moves), not on a call that finds every device where it belongs (AnsiballZ
+    # compiles every imported module_utils file on every run)
+    from ansible_collections.hypervisor.vfio.plugins.module_utils.guards import HostUsage
+    return HostUsage(fs)
 
 
 def _in_use(usage, bus, rec, kind):
@@ -90,11 +98,12 @@ def plan_on_host(host, bus, request):
     """(snapshot, plan): the host read once, the facts the plan names read in, the plan made
     on them (complete: its ``needs`` is empty)."""
     snapshot = read_snapshot(host, bus)
-    usage = HostUsage(host.fs)
+    usage = None
     result = plan(request, snapshot)
     for dummy in range(MAX_ROUNDS):
         if not result.needs:
             break
+        usage = usage or host_usage(host.fs)
         snapshot = read_facts(host, bus, snapshot, result.needs, usage)
         result = plan(request, snapshot)
     if result.needs:  # pragma: no cover - a fact that reveals a new fact every round

@@ -539,3 +539,22 @@ def test_module_files_are_parsed_only_when_a_plan_asks(tmp_path):
     r = aliases.Resolver(md, RELEASE, [])
     assert (r.availability('vfio-pci'), r.availability('pci_stub'), r.dependencies('vfio_pci')) == \
         ('module', 'builtin', [])
+
+
+def test_dependencies_parsed_per_module_as_asked(tmp_path):
+    """modules.dep's dependency lists (~4,000 lines on a distribution kernel) are kept as text and
+    parsed for the module asked; the result is the whole-file parse's."""
+    md = make_tree(tmp_path)
+    (tmp_path / 'lib' / 'modules' / RELEASE / 'modules.dep').write_text(
+        'kernel/drivers/vfio/pci/vfio-pci.ko.xz: kernel/drivers/vfio/pci/vfio-pci-core.ko.xz '
+        'kernel/drivers/vfio/vfio.ko.xz kernel/drivers/iommu/iommufd/iommufd.ko.xz\n'
+        'kernel/drivers/vfio/vfio.ko.xz: kernel/drivers/iommu/iommufd/iommufd.ko.xz\n'
+        ' kernel/net/foo-bar.ko :\n\n')
+    tree = aliases.ModuleTree(md, RELEASE)
+    assert tree.dependencies('vfio_pci') == ['vfio_pci_core', 'vfio', 'iommufd']
+    assert tree.dependencies('foo_bar') == [] and tree.dependencies('nope') is None
+    assert tree.deps == {'vfio_pci': ['vfio_pci_core', 'vfio', 'iommufd'], 'vfio': ['iommufd'], 'foo_bar': []}
+    assert tree.modules == {'vfio_pci': 'module', 'vfio': 'module', 'foo_bar': 'module'}
+    r = aliases.Resolver(md, RELEASE, [])
+    assert (r.dependencies('vfio-pci'), r.dependencies('foo-bar'), r.dependencies('absent')) == (
+        ['vfio_pci_core', 'vfio', 'iommufd'], [], None)
