@@ -322,11 +322,13 @@ def _refuse_world_writable(path, st, what):
             % (path, what, stat.S_IMODE(st.st_mode), path))
 
 
-def _read_text(path):
-    """The file's text, or None when it cannot be read; UntrustedFile when world-writable."""
+def _read_text(path, refuse_world_writable=True):
+    """The file's text, or None when it cannot be read; UntrustedFile when world-writable
+    (unless ``refuse_world_writable`` is false: a file that decides no driver)."""
     try:
         with open(path, 'rb') as f:
-            _refuse_world_writable(path, os.fstat(f.fileno()), 'file')
+            if refuse_world_writable:
+                _refuse_world_writable(path, os.fstat(f.fileno()), 'file')
             return f.read().decode('utf-8', 'replace')
     except (IOError, OSError):
         return None
@@ -407,7 +409,7 @@ class ModuleTree:
     """The module files of one kernel release: modules.alias, modules.dep, built-ins.
 
     ``modules`` and ``deps`` (modules.dep and modules.builtin) are parsed on first use: a plan
-    asks them, the facts never do.
+    asks them, and the facts ask ``shipped_names()`` of the running kernel (one parse for both).
     """
 
     def __init__(self, modules_dir, kernel_release):
@@ -415,6 +417,7 @@ class ModuleTree:
         self.aliases = AliasIndex()
         self._modules = {}   # module -> 'module' | 'builtin' (the built-ins of modules.builtin.modinfo first)
         self._deps = None
+        self._listed = None  # the modules of modules.dep and modules.builtin, None without modules.dep
         self.alias_file_found = False
         self._load_aliases()
         self._load_builtin_modinfo()
@@ -426,6 +429,14 @@ class ModuleTree:
             self._load_modules()
         return self._modules
 
+    def shipped_names(self):
+        """The names of the modules this release ships (modules.dep) or has built in
+        (modules.builtin), '-' read as '_'; None without modules.dep.  The built-ins known only
+        from modules.builtin.modinfo are not among them (``modules`` has them)."""
+        if self._deps is None:
+            self._load_modules()
+        return None if self._listed is None else set(self._listed)
+
     @property
     def deps(self):
         """{module: the modules it depends on} (modules.dep lists them all)."""
@@ -435,7 +446,7 @@ class ModuleTree:
         """The modules ``module`` (normalized) depends on, or None when modules.dep has no entry:
         its line is parsed when asked (a plan asks for the few modules it loads)."""
         line = self._dep_lines().get(module)
-        return None if line is None else [normalize_module(_module_of_path(d)) for d in line.split()]
+        return None if line is None else [module_of_path(d) for d in line.split()]
 
     def _dep_lines(self):
         if self._deps is None:
@@ -466,24 +477,51 @@ class ModuleTree:
             self._modules.setdefault(normalize_module(module), 'builtin')
 
     def _load_modules(self):
-        self._deps = {}     # module -> the rest of its modules.dep line (dependencies() parses it)
-        for name, kind in (('modules.dep', 'module'), ('modules.builtin', 'builtin')):
-            text = _read_text(os.path.join(self.base, name))
-            for line in (text or '').split('\n'):
-                path, dummy, deps = line.partition(':')
-                path = path.strip()
-                if not path:
-                    continue
-                mod = normalize_module(_module_of_path(path))
-                self._modules[mod] = kind
-                if kind == 'module':
-                    self._deps[mod] = deps
+        dep_found, listed, self._deps = read_module_files(self.base)
+        self._listed = listed if dep_found else None
+        self._modules.update(listed)
 
 
-def _module_of_path(path):
-    """kernel/drivers/vfio/pci/vfio-pci-core.ko.xz -> vfio-pci-core (os.path.basename's result,
-    for the ~4,000 lines of a modules.dep)"""
-    return path.rpartition('/')[2].split('.ko', 1)[0]
+def read_module_files(base, refuse_world_writable=True):
+    """(modules.dep found, {module: 'module' | 'builtin'}, {module: the rest of its modules.dep
+    line}) of the modules.dep and modules.builtin in ``base``: the one reading of these files
+    (ModuleTree, module_names).  Names are normalized ('-' read as '_'); a module in both files
+    is 'builtin'; the dependency lists stay text (ModuleTree.dependencies parses the few asked)."""
+    found = False
+    listed = {}
+    deps = {}
+    for name, kind in (('modules.dep', 'module'), ('modules.builtin', 'builtin')):
+        text = _read_text(os.path.join(base, name), refuse_world_writable)
+        if text is None:
+            continue
+        found = found or kind == 'module'
+        for line in text.split('\n'):
+            path, dummy, rest = line.partition(':')
+            path = path.strip()
+            if not path:
+                continue
+            mod = module_of_path(path)
+            listed[mod] = kind
+            if kind == 'module':
+                deps[mod] = rest
+    return found, listed, deps
+
+
+def module_names(modules_dir, release):
+    """Names of the modules a kernel release ships (modules.dep) or has built in
+    (modules.builtin), with '-' read as '_' as kmod does; None without modules.dep.
+
+    For a release other than the running one (whose ModuleTree.shipped_names() answers without
+    another parse): its files decide no driver now, so a world-writable one is read, not refused."""
+    found, listed, dummy = read_module_files(os.path.join(modules_dir, release), refuse_world_writable=False)
+    return set(listed) if found else None
+
+
+def module_of_path(path):
+    """kernel/drivers/vfio/pci/vfio-pci-core.ko.xz -> vfio_pci_core: the module of a path in
+    modules.dep, modules.builtin or an initramfs listing (os.path.basename's result, for the
+    ~4,000 lines of a modules.dep)"""
+    return normalize_module(path.rpartition('/')[2].split('.ko', 1)[0])
 
 
 class Resolver:

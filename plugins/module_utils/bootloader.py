@@ -37,6 +37,8 @@ __metaclass__ = type
 import os
 import re
 
+from ansible_collections.hypervisor.vfio.plugins.module_utils.aliases import module_of_path
+
 # systemd's Boot Loader Interface vendor GUID (LoaderInfo, LoaderEntrySelected...).
 LOADER_GUID = '4a67b082-0a4c-41cf-b6c7-440b29bb8c4f'
 LOADER_INFO = 'LoaderInfo-' + LOADER_GUID
@@ -355,30 +357,11 @@ def read_boot(fs, rootfs, kernels):
     }
 
 
-def module_names(modules_dir, release):
-    """Names of the modules a kernel release ships (modules.dep) or has built in
-    (modules.builtin), with '-' read as '_' as kmod does; None without modules.dep."""
-    names = set()
-    found = False
-    for fname in ('modules.dep', 'modules.builtin'):
-        text = _read_text(os.path.join(modules_dir, release, fname))
-        if text is None:
-            continue
-        found = found or fname == 'modules.dep'
-        for line in text.splitlines():
-            path = line.split(':', 1)[0].strip()
-            if not path:
-                continue
-            base = path.rsplit('/', 1)[-1]
-            names.add(base.split('.ko', 1)[0].replace('-', '_'))
-    return names if found else None
-
-
 def initramfs_modules(listing):
     """Module names found in an initramfs listing (lsinitramfs / lsinitrd paths)."""
     names = set()
     for line in listing:
         base = line.strip().rsplit('/', 1)[-1].rsplit(' ', 1)[-1]
         if '.ko' in base:
-            names.add(base.split('.ko', 1)[0].replace('-', '_'))
+            names.add(module_of_path(base))
     return names

@@ -19,7 +19,6 @@ import json
 import subprocess
 import sys
 
-from ansible_collections.hypervisor.vfio.plugins.module_utils import bootloader as boot
 from ansible_collections.hypervisor.vfio.plugins.module_utils import desired as ds
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
 from ansible_collections.hypervisor.vfio.plugins.module_utils.aliases import (
@@ -285,7 +284,7 @@ class Cli:
         self.args.devices = self.args.devices[1:]
         state = self.load()
         host = HostContext(dict(self.host_params, kernel_release=release), fs=self.fs)
-        names = boot.module_names(host.modules_dir, release)
+        names = host.resolver.tree.shipped_names()   # the tree of that release, as the resolver's
         self.out.put('release', release)
         if names is None:
             raise ds.StateError('kernel %s: %s/%s/modules.dep is missing: cannot check its VFIO modules'

@@ -10,6 +10,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.hypervisor.vfio.plugins.module_utils import bootloader as boot
+from ansible_collections.hypervisor.vfio.plugins.module_utils.aliases import module_names
 from ansible_collections.hypervisor.vfio.plugins.module_utils import devices as devs
 from ansible_collections.hypervisor.vfio.plugins.module_utils.kernel import PCI
 
@@ -115,7 +116,9 @@ def kernel_checks(kernels, host, devices, rootfs, list_initramfs):
     for k in kernels:
         rec = dict(k)
         rec['running'] = k['release'] == host.kernel_release
-        names = boot.module_names(host.modules_dir, k['release'])
+        # the running kernel's tree is the resolver's (a plan has parsed it already): one parse
+        names = (host.resolver.tree.shipped_names() if rec['running']
+                 else module_names(host.modules_dir, k['release']))
         rec['vfio_modules'] = None if names is None else dict((m, m in names) for m in used)
         rec['missing_vfio_modules'] = None if names is None else [m for m in used if m not in names]
         rec['initramfs_checked'] = False

@@ -558,3 +558,59 @@ def test_dependencies_parsed_per_module_as_asked(tmp_path):
     r = aliases.Resolver(md, RELEASE, [])
     assert (r.dependencies('vfio-pci'), r.dependencies('foo-bar'), r.dependencies('absent')) == (
         ['vfio_pci_core', 'vfio', 'iommufd'], [], None)
+
+
+def test_module_names_of_a_release_and_the_trees_shipped_names_are_one_reading(tmp_path):
+    """module_names (another kernel's modules, for the facts and ``vfio-passthrough kernel``) and
+    ModuleTree.shipped_names (the running kernel's, from the resolver's tree) read modules.dep and
+    modules.builtin alike: every compression suffix, '-' read as '_', a module in both files once,
+    and not the built-ins known only from modules.builtin.modinfo (``modules`` has those)."""
+    md = make_tree(tmp_path, [(GENERIC, 'vfio_pci')], builtin=[('pci_stub', 'pci:v*d*')])
+    base = tmp_path / 'lib' / 'modules' / RELEASE
+    (base / 'modules.dep').write_text(
+        'kernel/drivers/vfio/pci/vfio-pci-core.ko.xz: kernel/drivers/vfio/vfio.ko.zst\n'
+        'kernel/drivers/vfio/vfio.ko.zst: kernel/drivers/iommu/iommufd/iommufd.ko.gz\n'
+        'kernel/drivers/iommu/iommufd/iommufd.ko.gz:\r\n'
+        '\n'
+        '  updates/dkms/vendor-reset.ko :\n'
+        'kernel/drivers/vfio/pci/mlx5/mlx5-vfio-pci.ko.xz: kernel/drivers/vfio/pci/vfio-pci-core.ko.xz\n')
+    (base / 'modules.builtin').write_text('kernel/drivers/pci/pcie/pcie-portdrv.ko\n'
+                                          'kernel/drivers/vfio/vfio.ko\n\n')
+    want = {'vfio_pci_core', 'vfio', 'iommufd', 'vendor_reset', 'mlx5_vfio_pci', 'pcie_portdrv'}
+    assert aliases.module_names(md, RELEASE) == want
+    tree = aliases.ModuleTree(md, RELEASE)
+    assert tree.shipped_names() == want
+    # the tree's other views of the same reading: vfio is built in (modules.builtin comes last),
+    # pci_stub is a built-in of modules.builtin.modinfo only
+    assert tree.modules['vfio'] == 'builtin' and tree.modules['pci_stub'] == 'builtin' and 'pci_stub' not in want
+    assert tree.dependencies('mlx5_vfio_pci') == ['vfio_pci_core'] and tree.dependencies('vfio') == ['iommufd']
+    assert aliases.module_of_path('kernel/drivers/vfio/pci/mlx5/mlx5-vfio-pci.ko.zst') == 'mlx5_vfio_pci'
+
+
+def test_module_names_none_without_modules_dep(tmp_path):
+    """No modules.dep: None (the release's modules cannot be judged), even with a modules.builtin
+    and a modules.builtin.modinfo; an empty modules.dep is an empty answer, not None."""
+    md = make_tree(tmp_path, [(GENERIC, 'vfio_pci')], builtin=[('pci_stub', 'pci:v*d*')],
+                   builtin_modules=['vfio/pci/vfio-pci'])
+    base = tmp_path / 'lib' / 'modules' / RELEASE
+    (base / 'modules.dep').unlink()
+    tree = aliases.ModuleTree(md, RELEASE)
+    assert aliases.module_names(md, RELEASE) is None and tree.shipped_names() is None
+    assert tree.modules == {'pci_stub': 'builtin', 'vfio_pci': 'builtin'}   # the resolver still sees built-ins
+    assert aliases.module_names(md, 'not-installed') is None
+    (base / 'modules.dep').write_text('')
+    assert aliases.module_names(md, RELEASE) == {'vfio_pci'} == aliases.ModuleTree(md, RELEASE).shipped_names()
+    (base / 'modules.builtin').unlink()
+    assert aliases.module_names(md, RELEASE) == set()
+
+
+def test_world_writable_modules_dep_refused_by_the_tree_read_for_another_kernel(tmp_path):
+    """The tree's modules.dep decides which module a plan loads: world-writable, it is refused.
+    module_names reads another kernel's files, which decide nothing now: read as they are."""
+    md = make_tree(tmp_path, [(GENERIC, 'vfio_pci')], modules=['vfio/pci/vfio-pci'])
+    dep = tmp_path / 'lib' / 'modules' / RELEASE / 'modules.dep'
+    dep.chmod(0o666)
+    assert aliases.module_names(md, RELEASE) == {'vfio_pci'}
+    tree = aliases.ModuleTree(md, RELEASE)
+    with pytest.raises(aliases.UntrustedFile, match='modules.dep'):
+        tree.shipped_names()

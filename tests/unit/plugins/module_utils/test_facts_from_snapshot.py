@@ -167,3 +167,43 @@ def test_a_call_that_writes_scans_again_after_the_writes(tmp_path, monkeypatch):
     assert r['changed'] and k.log and calls == [None, None]
     assert r['ansible_facts']['vfio']['devices'][NIC]['driver'] == 'e1000e'
     assert r['ansible_facts']['vfio'] == collect_facts(HostContext(h.params(), fs=k))
+
+
+def count_module_file_reads(monkeypatch):
+    """The modules.dep files read, through either reader of the module core (aliases' and
+    bootloader's)."""
+    from ansible_collections.hypervisor.vfio.plugins.module_utils import aliases
+    from ansible_collections.hypervisor.vfio.plugins.module_utils import bootloader
+    reads = []
+
+    def counting(real):
+        def counted(path, *args, **kw):
+            if os.path.basename(path) == 'modules.dep':
+                reads.append(os.path.basename(os.path.dirname(path)))
+            return real(path, *args, **kw)
+        return counted
+    for mod in (aliases, bootloader):
+        monkeypatch.setattr(mod, '_read_text', counting(mod._read_text))
+    return reads
+
+
+def test_one_call_reads_each_modules_dep_once(tmp_path, monkeypatch):
+    """The running kernel's modules.dep is parsed once per call: the plan's resolver tree answers the
+    facts' kernel check too (it was read twice, ~630 KB on a distribution kernel); another installed
+    kernel's once, for its check.  Same facts as a separate scan."""
+    h = variants_partly_bound(str(tmp_path / 'h'))
+    k = FakeKernel(h)
+    bind_on(h, k, devices=[VIRTIO, NIC, TESTDEV])
+    reads = count_module_file_reads(monkeypatch)
+    r = bind_on(h, k, devices=[VIRTIO, NIC, TESTDEV], return_facts=True)     # the re-run, nothing written
+    assert not r['changed'] and sorted(reads) == sorted([h.release, OTHER_RELEASE])
+    by_rel = dict((kr['release'], kr) for kr in r['ansible_facts']['vfio']['kernels'])
+    assert by_rel[h.release]['running'] and by_rel[h.release]['missing_vfio_modules'] == []
+    assert by_rel[OTHER_RELEASE]['missing_vfio_modules'] == ['vfio_pci', 'vfio_testdev', 'virtio_vfio_pci']
+    del reads[:]
+    r = bind_on(h, k, devices=[{'address': NIC, 'state': 'host'}], return_facts=True)   # a call that writes
+    assert r['changed'] and sorted(reads) == sorted([h.release, OTHER_RELEASE])
+    del reads[:]
+    facts = collect_facts(HostContext(h.params(), fs=k))     # vfio_facts: no plan, the check alone reads it
+    assert sorted(reads) == sorted([h.release, OTHER_RELEASE])
+    assert facts == r['ansible_facts']['vfio']
