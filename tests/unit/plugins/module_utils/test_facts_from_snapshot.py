@@ -207,3 +207,16 @@ def test_one_call_reads_each_modules_dep_once(tmp_path, monkeypatch):
     facts = collect_facts(HostContext(h.params(), fs=k))     # vfio_facts: no plan, the check alone reads it
     assert sorted(reads) == sorted([h.release, OTHER_RELEASE])
     assert facts == r['ansible_facts']['vfio']
+
+
+def test_world_writable_modules_dep_refused_for_the_running_kernel_only(tmp_path):
+    """The running kernel's modules.dep is the resolver's (which refuses a world-writable one, as its
+    modules.alias); another installed kernel's decides no driver now and is read as it is."""
+    from ansible_collections.hypervisor.vfio.plugins.module_utils.aliases import UntrustedFile
+    h = variants_partly_bound(str(tmp_path / 'h'))
+    os.chmod(os.path.join(h.moddir, OTHER_RELEASE, 'modules.dep'), 0o666)
+    by_rel = dict((k['release'], k) for k in collect_facts(HostContext(h.params()))['kernels'])
+    assert by_rel[OTHER_RELEASE]['missing_vfio_modules'] == ['vfio_pci', 'virtio_vfio_pci']
+    os.chmod(os.path.join(h.moddir, h.release, 'modules.dep'), 0o666)
+    with pytest.raises(UntrustedFile, match='modules.dep'):
+        collect_facts(HostContext(h.params()))
