@@ -96,24 +96,37 @@ def make_payload(inventory, env, devices, state, tag):
 # (rounds 2-3's kernel figure); the scheduler's switches and forks, to know which processes are
 # the module's and when each of them (and udev) ran.
 GROUP = 'vfiobench'
+KW_ARGS = ('attr=iocb->ki_filp->f_path.dentry->d_name.name:string '
+           'dir=iocb->ki_filp->f_path.dentry->d_parent->d_name.name:string')
+# (event, definitions to try in turn): an fprobe with BTF arguments, else a kprobe with them,
+# else a kprobe without (the analysis then reads '?' for the attribute's name)
 PROBES = (
-    'f:%s/kw kernfs_fop_write_iter attr=iocb->ki_filp->f_path.dentry->d_name.name:string '
-    'dir=iocb->ki_filp->f_path.dentry->d_parent->d_name.name:string' % GROUP,
-    'f:%s/kw_ret kernfs_fop_write_iter%%return ret=$retval' % GROUP,
-    'f:%s/rm pci_device_remove' % GROUP,
-    'f:%s/rm_ret pci_device_remove%%return' % GROUP,
-    'f:%s/pr pci_device_probe' % GROUP,
-    'f:%s/pr_ret pci_device_probe%%return ret=$retval' % GROUP,
+    ('kw', ('f:{g}/kw kernfs_fop_write_iter ' + KW_ARGS, 'p:{g}/kw kernfs_fop_write_iter ' + KW_ARGS,
+            'p:{g}/kw kernfs_fop_write_iter')),
+    ('kw_ret', ('f:{g}/kw_ret kernfs_fop_write_iter%return ret=$retval',
+                'r:{g}/kw_ret kernfs_fop_write_iter ret=$retval')),
+    ('rm', ('f:{g}/rm pci_device_remove', 'p:{g}/rm pci_device_remove')),
+    ('rm_ret', ('f:{g}/rm_ret pci_device_remove%return', 'r:{g}/rm_ret pci_device_remove')),
+    ('pr', ('f:{g}/pr pci_device_probe', 'p:{g}/pr pci_device_probe')),
+    ('pr_ret', ('f:{g}/pr_ret pci_device_probe%return ret=$retval', 'r:{g}/pr_ret pci_device_probe ret=$retval')),
 )
 SCHED_EVENTS = ('sched/sched_switch', 'sched/sched_process_fork')
 
 
+def _drop_probes():
+    return ' '.join('echo "-:%s/%s" >> dynamic_events 2>/dev/null;' % (GROUP, name) for name, dummy in PROBES)
+
+
 def trace_setup():
-    """Define the probe events in the guest (once per run of the script)."""
-    ssh('mountpoint -q %(t)s || mount -t tracefs nodev %(t)s; cd %(t)s && echo 0 > tracing_on && '
-        'echo nop > current_tracer && { echo "-:%(g)s/*" >> dynamic_events 2>/dev/null || true; } && %(p)s && '
-        'echo 16384 > buffer_size_kb'
-        % {'t': TRACE, 'g': GROUP, 'p': ' && '.join("echo '%s' >> dynamic_events" % p for p in PROBES)})
+    """Define the probe events in the guest (once per run of the script); print which definition
+    each one got."""
+    tries = [["echo '%s' >> dynamic_events 2>/dev/null" % d.format(g=GROUP) for d in defs] for dummy, defs in PROBES]
+    define = ' && '.join('{ %s; }' % ' || '.join(t) for t in tries)
+    out = ssh('mountpoint -q %(t)s || mount -t tracefs nodev %(t)s; cd %(t)s && echo 0 > tracing_on && '
+              'echo nop > current_tracer && echo 0 > events/enable && { %(drop)s true; } && %(define)s && '
+              'echo 16384 > buffer_size_kb && grep %(g)s/ dynamic_events'
+              % {'t': TRACE, 'drop': _drop_probes(), 'define': define, 'g': GROUP})
+    B.log('trace events in the guest:\n' + out.strip())
 
 
 def trace_start():
@@ -128,8 +141,8 @@ def trace_stop():
 
 
 def trace_teardown():
-    ssh('cd %(t)s && echo 0 > tracing_on && echo 0 > events/enable && echo > trace && '
-        'echo "-:%(g)s/*" >> dynamic_events' % {'t': TRACE, 'g': GROUP}, )
+    ssh('cd %(t)s && echo 0 > tracing_on && echo 0 > events/enable && echo > trace && { %(drop)s true; }'
+        % {'t': TRACE, 'drop': _drop_probes()})
 
 
 # "  comm-pid  [cpu] flags  12.345678: event: fields" (comm may hold '-' and spaces)
