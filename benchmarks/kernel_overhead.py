@@ -338,6 +338,7 @@ def main():
     envs = dict((name, dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collection_root(repo),
                             ANSIBLE_HOST_KEY_CHECKING='False', ANSIBLE_LOCAL_TEMP=local_tmp))
                 for name, repo in variants)
+    trace_setup()  # first: a guest whose tracefs lacks something fails before the payloads are made
     # Start from the host drivers (give back whatever an aborted run left bound), then keep one
     # payload per variant, size and state (each made by a real call: vfio then host).
     through_ansible(inventory, envs['HEAD'], extra[:max(sizes)], 'host')
@@ -354,7 +355,6 @@ def main():
             B.log('payloads of %s kept in the guest' % name)
     ssh("mkdir -p %(p)s && cat > %(p)s/udev.awk <<'EOF'\n%(u)s\nEOF\ncat > %(p)s/runner.py <<'EOF'\n%(r)sEOF"
         % {'p': PAYLOADS, 'u': UDEV_AWK, 'r': RUNNER})
-    trace_setup()
     runs = {}
     try:
         for r in range(args.rounds):
@@ -367,6 +367,9 @@ def main():
                         proc, result, udev = in_guest(tags[(name, n, state)], extra[:n], state)
                         text = trace_stop()
                         a = analyse(text, proc['pid'])
+                        if not a['writes']:
+                            raise RuntimeError('the trace holds no sysfs write of the module (pid %d): %s'
+                                               % (proc['pid'], text[-3000:]))
                         if args.keep_traces:
                             with open(os.path.join(args.keep_traces, 'r%d-%s-%d-%s.trace' % (
                                     r + 1, tags[(name, n, state)], n, state)), 'w') as f:
