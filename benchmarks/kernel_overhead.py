@@ -207,7 +207,9 @@ def analyse(text, root_pid):
     time in the kernel: kernfs_fop_write_iter from entry to return), span (the first write's
     start to the last one's end), own_span (span - write_kernel), own_cpu (the module's
     processes on a CPU inside the span, outside their writes), write_cpu (their time on a CPU
-    inside the writes), udev_cpu / other_cpu / idle (the rest of the span, by who ran)."""
+    inside the writes), udev_cpu / other_cpu / idle (the rest of the span, by who ran), udev_in_writes
+    (udev's part of the span that falls inside the module's writes: on one vCPU, udev handles the
+    uevents a write emits while the write is preempted or asleep)."""
     events = parse_trace(text)
     mine = set([root_pid])
     for dummy, dummy2, dummy3, pid, ev, f in events:
@@ -221,7 +223,8 @@ def analyse(text, root_pid):
     res['writes'] = [(f.get('attr', '?'), f.get('dir', '?'), e - s) for dummy, s, e, f in writes]
     res['write_kernel'] = sum(e - s for dummy, s, e, dummy2 in writes)
     if not writes:
-        res.update(span=0.0, own_span=0.0, own_cpu=0.0, write_cpu=0.0, udev_cpu=0.0, other_cpu=0.0, idle=0.0)
+        res.update(span=0.0, own_span=0.0, own_cpu=0.0, write_cpu=0.0, udev_cpu=0.0, udev_in_writes=0.0,
+                   other_cpu=0.0, idle=0.0)
         return res
     lo, hi = writes[0][1], max(e for dummy, dummy2, e, dummy3 in writes)
     running = _running(events, events[-1][0] if events else hi)
@@ -232,10 +235,12 @@ def analyse(text, root_pid):
             comms[int(f['next_pid'])] = f.get('next_comm', '?')
     in_span = dict((pid, _overlap(iv, lo, hi)) for pid, iv in running.items())
     write_cpu = sum(_overlap(running.get(pid, ()), s, e) for pid, s, e, dummy in writes)
+    udev = [pid for pid in running if pid not in mine and 'udev' in comms.get(pid, '')]
+    res['udev_in_writes'] = sum(_overlap(running[pid], s, e) for pid in udev for dummy, s, e, dummy2 in writes)
     module_cpu = sum(t for pid, t in in_span.items() if pid in mine)
     res.update(span=hi - lo, own_span=hi - lo - res['write_kernel'], own_cpu=module_cpu - write_cpu,
                write_cpu=write_cpu, idle=in_span.get(0, 0.0),
-               udev_cpu=sum(t for pid, t in in_span.items() if pid not in mine and 'udev' in comms.get(pid, '')))
+               udev_cpu=sum(in_span[pid] for pid in udev))
     res['other_cpu'] = hi - lo - module_cpu - res['udev_cpu'] - res['idle']
     return res
 
@@ -374,7 +379,8 @@ def main():
                             with open(os.path.join(args.keep_traces, 'r%d-%s-%d-%s.trace' % (
                                     r + 1, tags[(name, n, state)], n, state)), 'w') as f:
                                 f.write(text)
-                        a.update(wall=proc['wall'], cpu=proc['user'] + proc['sys'], udev_ticks=udev, load=load)
+                        a.update(pid=proc['pid'], wall=proc['wall'], cpu=proc['user'] + proc['sys'], udev_ticks=udev,
+                                 load=load)
                         runs.setdefault((name, n, state), []).append(a)
                         B.log('round %d, %-8s %2d devices %-4s: process %.2f s (CPU %.2f), %d sysfs writes %.3f s in '
                               'the kernel (pci_device_remove/probe %.3f s in %d calls), span %.3f s: own %.3f s, '
@@ -429,26 +435,30 @@ def report(runs, variants, sizes, rounds):
             own_proc = fit([(n, B.median([x['cpu'] - x['write_cpu'] for x in runs[(name, n, state)]]))
                             for n in sizes])[1]
             kp, kw = per('pci_kernel'), per('write_kernel')
+            kc = per('write_cpu')
             rows.append([state, name, '%.3f' % kp, '%.3f' % per('pci_own_span'), ratio(per('pci_own_span'), kp),
                          '%.3f' % kw, '%.3f' % per('own_span'), ratio(per('own_span'), kw),
                          '%.3f' % per('own_cpu'), ratio(per('own_cpu'), kw), '%.3f' % own_proc, ratio(own_proc, kw),
-                         '%.3f' % per('udev_cpu')])
+                         '%.3f' % kc, ratio(per('own_cpu'), kc), '%.3f' % per('udev_cpu'),
+                         '%.3f' % per('udev_in_writes')])
     print(B.table(['state', 'collection', 'kernel: pci remove+probe', 'own between calls', '**A** own / kernel',
                    'kernel: whole sysfs writes', 'own in span', '**B** own / kernel', 'own CPU in span',
                    '**C** own CPU / kernel', 'process CPU - write CPU', '**D** that / kernel',
-                   'udev CPU in span'], rows))
+                   'kernel CPU in the writes', '**E** own CPU / kernel CPU', 'udev CPU in span',
+                   'udev CPU inside the writes'], rows))
     print()
     big = max(sizes)
     print('Per round, %d devices, own / kernel in the same run (A: pci remove+probe, B: whole writes, C: own CPU '
-          'over whole writes):' % big)
+          'over whole writes, E: own CPU over the writes\' CPU):' % big)
     print()
     rows = []
     for state in ('vfio', 'host'):
         for name in names:
             xs = runs[(name, big, state)]
             rows.append([state, name] + [' / '.join(ratio(x[a], x[b]) for x in xs) for a, b in (
-                ('pci_own_span', 'pci_kernel'), ('own_span', 'write_kernel'), ('own_cpu', 'write_kernel'))])
-    print(B.table(['state', 'collection', 'A', 'B', 'C'], rows))
+                ('pci_own_span', 'pci_kernel'), ('own_span', 'write_kernel'), ('own_cpu', 'write_kernel'),
+                ('own_cpu', 'write_cpu'))])
+    print(B.table(['state', 'collection', 'A', 'B', 'C', 'E'], rows))
     print()
     print('The kernel\'s time per sysfs attribute, %d devices (medians over the rounds of the sum per run):' % big)
     print()

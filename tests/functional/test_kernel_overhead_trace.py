@@ -96,8 +96,8 @@ def test_analyse(ko):
     assert a['pci_kernel'] == pytest.approx(0.150)
     assert a['pci_own_span'] == pytest.approx(0.070)
     # the module's three writes (not the udev worker's), their whole time in the kernel
-    assert [(w[0], w[1]) for w in a['writes']] == [('driver_override', '0000:01:00.0'), ('unbind', 'e1000e'),
-                                                    ('drivers_probe', 'pci')]
+    assert [(w[0], w[1]) for w in a['writes']] == [
+        ('driver_override', '0000:01:00.0'), ('unbind', 'e1000e'), ('drivers_probe', 'pci')]
     assert [w[2] for w in a['writes']] == pytest.approx([0.010, 0.120, 0.080])
     assert a['write_kernel'] == pytest.approx(0.210)
     assert a['span'] == pytest.approx(0.300)
@@ -107,6 +107,7 @@ def test_analyse(ko):
     assert a['write_cpu'] == pytest.approx(0.160)
     assert a['own_cpu'] == pytest.approx(0.070)
     assert a['udev_cpu'] == pytest.approx(0.050)
+    assert a['udev_in_writes'] == pytest.approx(0.050)  # all of it while the unbind slept
     assert a['idle'] == pytest.approx(0.010)
     assert a['other_cpu'] == pytest.approx(0.010)
 
@@ -131,10 +132,10 @@ def test_report_from_saved_runs(ko, tmp_path, capsys):
     ko.main()
     out = capsys.readouterr().out
     rows = [[c.strip() for c in line.split('|')[1:-1]] for line in out.splitlines() if line.startswith('|')]
-    # A: 0.070 / 0.150; B: 0.090 / 0.210; C: 0.070 / 0.210; D: (0.23 - 0.16) / 0.210
+    # A: 0.070 / 0.150; B: 0.090 / 0.210; C: 0.070 / 0.210; D: (0.23 - 0.16) / 0.210; E: 0.070 / 0.160
     assert ['host', 'HEAD', '0.150', '0.070', '0.47', '0.210', '0.090', '0.43', '0.070', '0.33', '0.070', '0.33',
-            '0.050'] in rows
-    assert ['host', 'HEAD', '0.47 / 0.47', '0.43 / 0.43', '0.33 / 0.33'] in rows  # per round, 16 devices
+            '0.160', '0.44', '0.050', '0.050'] in rows
+    assert ['host', 'HEAD', '0.47 / 0.47', '0.43 / 0.43', '0.33 / 0.33', '0.44 / 0.44'] in rows  # per round
     assert ['HEAD', 'host', 'unbind', '16', '1.920', '120.0'] in rows  # per attribute, 16 devices
     assert ['HEAD', '16', 'host', '9.50', '6.45', '2.400', '32', '1.120', '48', '3.360', '2.560', '4.800', '1.440',
             '1.120', '0.800', '0.160', '1.60', '3.0-3.0'] in rows
