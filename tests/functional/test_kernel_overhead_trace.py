@@ -10,27 +10,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import importlib.util
-import os
 import sys
 
 import pytest
 
-import ansible_collections.hypervisor.vfio as collection
-
-BENCH = os.path.join(list(collection.__path__)[0], 'benchmarks')
-
 
 @pytest.fixture(scope='module')
-def ko():
-    sys.path.insert(0, BENCH)
-    try:
-        spec = importlib.util.spec_from_file_location('kernel_overhead', os.path.join(BENCH, 'kernel_overhead.py'))
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.path.remove(BENCH)
+def ko(benchmark_script):
+    return benchmark_script('kernel_overhead')
 
 
 def switch(ts, prev, prev_pid, nxt, next_pid, state='S'):
