@@ -9,7 +9,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import importlib.util
 import json
 import os
 import shutil
@@ -25,15 +24,8 @@ BENCH = os.path.join(list(collection.__path__)[0], 'benchmarks')
 
 
 @pytest.fixture(scope='module')
-def fl():
-    sys.path.insert(0, BENCH)
-    try:
-        spec = importlib.util.spec_from_file_location('fleet_local', os.path.join(BENCH, 'fleet_local.py'))
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.path.remove(BENCH)
+def fl(benchmark_script):
+    return benchmark_script('fleet_local')
 
 
 def test_run_specs(fl):
