@@ -475,7 +475,15 @@ def _assert_vfs_back_at_boot(g, pf, vfs):
     assert unit['Result'] == 'success' and unit['ExecMainStatus'] == '0', (unit, log)
     assert '%s: 0 VFs -> %d (create, changed' % (pf, NUMVFS) in log, log
     for vf in after['vfs']:
-        assert '%s: no driver -> %s (bind, changed' % (vf, VFIO_DRIVER) in log, (vf, log)
+        # The engine binds a VF the kernel left without a driver (sriov_drivers_autoprobe 0), or
+        # finds it already on vfio-pci: the persisted udev rule writes driver_override on the VF's
+        # add uevent, which the kernel sends before it attaches the new VF to a driver, and a VF
+        # whose driver_override is set is probed despite autoprobe 0 (pci_device_can_probe). When
+        # udev wins that race the override binds the VF at once (seen in CI, GRUB flavour, on
+        # the second of the two VFs). Both are the engine's doing; a host driver never is.
+        bound = '%s: no driver -> %s (bind, changed' % (vf, VFIO_DRIVER) in log
+        found = '%s: %s, as desired' % (vf, VFIO_DRIVER) in log
+        assert bound or found, (vf, log)
     assert pre['ActiveState'] == 'active', pre
     assert 0 < int(unit['ExecMainExitTimestampMonotonic']) <= int(pre['ActiveEnterTimestampMonotonic']), (unit, pre)
     started, ended = int(unit['ExecMainStartTimestampMonotonic']), int(unit['ExecMainExitTimestampMonotonic'])
