@@ -408,8 +408,8 @@ class ModprobeConfig:
 class ModuleTree:
     """The module files of one kernel release: modules.alias, modules.dep, built-ins.
 
-    ``modules`` and ``deps`` (modules.dep and modules.builtin) are parsed on first use: a plan
-    asks them, and the facts ask ``shipped_names()`` of the running kernel (one parse for both).
+    ``modules`` and ``dependencies()`` (modules.dep and modules.builtin) are parsed on first use: a
+    plan asks them, and the facts ask ``shipped_names()`` of the running kernel (one parse for both).
     """
 
     def __init__(self, modules_dir, kernel_release):
@@ -436,11 +436,6 @@ class ModuleTree:
         if self._deps is None:
             self._load_modules()
         return None if self._listed is None else set(self._listed)
-
-    @property
-    def deps(self):
-        """{module: the modules it depends on} (modules.dep lists them all)."""
-        return dict((m, self.dependencies(m)) for m in self._dep_lines())
 
     def dependencies(self, module):
         """The modules ``module`` (normalized) depends on, or None when modules.dep has no entry:

@@ -528,14 +528,14 @@ def test_lazy_index_equals_a_line_by_line_parse():
 
 
 def test_module_files_are_parsed_only_when_a_plan_asks(tmp_path):
-    """modules.dep and modules.builtin are read on the first look at modules/deps (a plan's
+    """modules.dep and modules.builtin are read on the first look at modules/dependencies() (a plan's
     question), not by building the tree (the facts never ask)."""
     md = make_tree(tmp_path, [(GENERIC, 'vfio_pci')], modules=['vfio/pci/vfio-pci', 'net/foo'],
                    builtin_modules=['pci/pcieport'], builtin=[('pci_stub', 'pci:v*d*')])
     tree = aliases.ModuleTree(md, RELEASE)
     assert tree._deps is None
     assert tree.modules == {'vfio_pci': 'module', 'foo': 'module', 'pcieport': 'builtin', 'pci_stub': 'builtin'}
-    assert tree.deps == {'vfio_pci': [], 'foo': []}
+    assert (tree.dependencies('vfio_pci'), tree.dependencies('foo'), tree.dependencies('pcieport')) == ([], [], None)
     r = aliases.Resolver(md, RELEASE, [])
     assert (r.availability('vfio-pci'), r.availability('pci_stub'), r.dependencies('vfio_pci')) == \
         ('module', 'builtin', [])
@@ -553,7 +553,7 @@ def test_dependencies_parsed_per_module_as_asked(tmp_path):
     tree = aliases.ModuleTree(md, RELEASE)
     assert tree.dependencies('vfio_pci') == ['vfio_pci_core', 'vfio', 'iommufd']
     assert tree.dependencies('foo_bar') == [] and tree.dependencies('nope') is None
-    assert tree.deps == {'vfio_pci': ['vfio_pci_core', 'vfio', 'iommufd'], 'vfio': ['iommufd'], 'foo_bar': []}
+    assert tree.dependencies('vfio') == ['iommufd'] and sorted(tree._dep_lines()) == ['foo_bar', 'vfio', 'vfio_pci']
     assert tree.modules == {'vfio_pci': 'module', 'vfio': 'module', 'foo_bar': 'module'}
     r = aliases.Resolver(md, RELEASE, [])
     assert (r.dependencies('vfio-pci'), r.dependencies('foo-bar'), r.dependencies('absent')) == (
