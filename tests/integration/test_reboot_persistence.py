@@ -44,7 +44,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import yaml
-from conftest import GuestReads, as_root
+from conftest import EmulatorFault, FaultWatch, GuestReads, as_root, console_size
 
 MARKERS = {
     'lab': 'needs a QEMU lab guest (slow, real kernel)',
@@ -87,7 +87,7 @@ def _bin(name):
     return found
 
 
-class HostImage(GuestReads):
+class HostImage(GuestReads, FaultWatch):
     """One lab/hostimage guest: SSH, reboots, Ansible runs."""
 
     def __init__(self, name, workdir):
@@ -96,6 +96,10 @@ class HostImage(GuestReads):
         self.state = os.path.join(REPO, '.lab', 'hostimage-' + name)
         self.inventory = os.path.join(self.state, 'inventory.yml')
         self.workdir = workdir
+        # Its serial console: an emulator fault after the last boot that came up fails a guest
+        # command with EmulatorFault (conftest.py); hostimagectl handles the ones while booting.
+        self.console = os.path.join(self.state, 'serial.log')
+        self.console_offset = console_size(self.console)
         self.timings = {}
         # Where the time goes: one line per timed step (role runs, boots, module runs, long guest
         # commands, phases), the slowest tasks of each role run, and the SSH round trips.
@@ -163,10 +167,24 @@ class HostImage(GuestReads):
         subprocess.run(self._ssh_argv()[:-1] + ['-O', 'exit', '%s@127.0.0.1' % self.vars['ansible_user']],
                        capture_output=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
 
+    def run(self, argv, what, timeout, env=None):
+        """subprocess.run of a command that reaches the guest; EmulatorFault when it timed out or
+        failed and the guest's console shows the emulator fault."""
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False,
+                               stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            self.raise_on_emulator_fault(what)
+            raise
+        if p.returncode != 0:
+            self.raise_on_emulator_fault(what)
+        return p
+
     def ssh(self, command, check=True, timeout=600, label=None):
         argv = self._ssh_argv() + [as_root(self.vars, command)]
         t0 = time.monotonic()
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+        p = self.run(argv, 'guest command %r' % command, timeout) if check else subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
         took = time.monotonic() - t0
         self.ssh_calls[0] += 1
         self.ssh_calls[1] += took
@@ -186,19 +204,34 @@ class HostImage(GuestReads):
         except OSError as e:
             return str(e)
 
+    def emulator_faults(self):
+        """The emulator faults hostimagectl met and reset the guest for (lines of its record)."""
+        try:
+            with open(os.path.join(self.state, 'emulator-faults'), errors='replace') as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+
     def reboot(self, label):
         """systemctl reboot in the guest, through firmware + boot loader + initramfs, until SSH is
         back with a new boot_id. The timeline gets the whole reboot, the uptime of the new boot
         when SSH answered (kernel + initramfs + userspace up to sshd: the rest of the reboot is
         the shutdown, the firmware and the loader) and systemd-analyze's split."""
         before = self.boot_id()
+        faults = self.emulator_faults()
         t0 = time.monotonic()
         # The SSH session may be cut by the shutdown: its exit status means nothing.
         self.ssh('systemctl reboot', check=False, timeout=60)
         self.ssh_close()
         p = self.ctl('reboot-wait', timeout=1800)
+        if p.returncode != 0:
+            self.raise_on_emulator_fault('hostimagectl reboot-wait')
+        self.console_offset = console_size(self.console)
         assert p.returncode == 0, 'reboot-wait failed (%d): %s\n%s\n--- serial ---\n%s' % (
             p.returncode, p.stdout, p.stderr[-3000:], self.serial_tail())
+        # hostimagectl resets a guest once when QEMU lost a vCPU's timer interrupt (an emulator
+        # fault): the boot measured is then the second one, and the timeline says so.
+        reset = self.emulator_faults()[len(faults):]
         took = time.monotonic() - t0
         out = self.ssh('cat /proc/sys/kernel/random/boot_id /proc/uptime; systemd-analyze 2>&1 | head -n1 || true',
                        check=False).splitlines()
@@ -206,8 +239,9 @@ class HostImage(GuestReads):
         uptime = float(out[1].split()[0]) if len(out) > 1 else -1.0
         analyze = out[2].strip() if len(out) > 2 else ''
         self.timings[label + '_uptime_at_ssh'] = round(uptime, 1)
-        self.log_step(label, t0, 'uptime at SSH %.0f s, so shutdown + firmware + loader ~%.0f s; %s'
-                      % (uptime, took - uptime, analyze))
+        self.log_step(label, t0, 'uptime at SSH %.0f s, so shutdown + firmware + loader ~%.0f s; %s%s'
+                      % (uptime, took - uptime, analyze,
+                         ''.join('; EMULATOR FAULT, guest reset once: ' + f for f in reset)))
         assert after != before, 'the guest did not reboot (boot_id unchanged)'
         return after
 
@@ -220,7 +254,7 @@ class HostImage(GuestReads):
         env = dict(self.ansible_env, ANSIBLE_CALLBACKS_ENABLED='ansible.builtin.junit', JUNIT_OUTPUT_DIR=junit,
                    JUNIT_HIDE_TASK_ARGUMENTS='True')
         t0 = time.monotonic()
-        p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+        p = self.run(argv, label, timeout, env=env)
         self.log_step(label, t0, _slowest_tasks(junit))
         with open(os.path.join(self.workdir, label + '.log'), 'w') as f:
             f.write(p.stdout + '\n--- stderr ---\n' + p.stderr)
@@ -232,7 +266,7 @@ class HostImage(GuestReads):
         if initramfs_contents:
             argv += ['-a', 'initramfs_contents=true']
         t0 = time.monotonic()
-        p = subprocess.run(argv, capture_output=True, text=True, env=self.ansible_env, timeout=600, check=False, stdin=subprocess.DEVNULL)
+        p = self.run(argv, 'vfio_facts', 600, env=self.ansible_env)
         self.log_step('vfio_facts' + (' initramfs_contents' if initramfs_contents else ''), t0)
         out = p.stdout
         start = out.find('{')
@@ -243,8 +277,7 @@ class HostImage(GuestReads):
         """Run one module ad hoc on the guest; its JSON result."""
         argv = [_bin('ansible'), 'hostimage', '-i', self.inventory, '-m', name, '-a', json.dumps(args)]
         t0 = time.monotonic()
-        p = subprocess.run(argv, capture_output=True, text=True, env=self.ansible_env, timeout=600, check=False,
-                           stdin=subprocess.DEVNULL)
+        p = self.run(argv, name, 600, env=self.ansible_env)
         self.log_step(name.split('.')[-1], t0)
         out = p.stdout
         start = out.find('{')
@@ -329,6 +362,8 @@ def _guest(flavour):
     p = subprocess.run([HOSTIMAGECTL, 'up'], env=env, capture_output=True, text=True, timeout=3600, check=False, stdin=subprocess.DEVNULL)
     if p.returncode != 0:
         subprocess.run([HOSTIMAGECTL, 'down'], env=env, capture_output=True, timeout=300, check=False, stdin=subprocess.DEVNULL)
+        if 'emulator fault again' in p.stderr:
+            raise EmulatorFault('hostimagectl up (%s): %s' % (flavour, p.stderr[-2000:]))
         pytest.fail('lab/hostimage/hostimagectl up (%s) failed (%d); the reboot test needs mmdebstrap, QEMU and a '
                     'Debian mirror:\n%s\n%s' % (flavour, p.returncode, p.stdout[-3000:], p.stderr[-5000:]))
     workdir = tempfile.mkdtemp(prefix='vfio-reboot-%s-' % flavour)
