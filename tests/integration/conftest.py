@@ -86,6 +86,19 @@ class FaultWatch:
                                 '(QEMU TCG lost a vCPU\'s timer interrupt; console %s): %s'
                                 % (what, self.console, faults[0]))
 
+    def run(self, argv, what, timeout, env=None):
+        """subprocess.run of a command that reaches the guest (ssh, ansible, ansible-playbook);
+        EmulatorFault when it timed out or failed and the console shows the fault."""
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False,
+                               stdin=subprocess.DEVNULL)  # Ansible refuses a non-blocking stdin
+        except subprocess.TimeoutExpired:
+            self.raise_on_emulator_fault(what)
+            raise
+        if p.returncode != 0:
+            self.raise_on_emulator_fault(what)
+        return p
+
 
 class GuestReads:
     """A device's sysfs attributes, driver and driver_override, read through ``self.ssh`` (the
@@ -142,14 +155,8 @@ class Lab(GuestReads, FaultWatch):
                 '-o', 'BatchMode=yes', '-o', 'ControlMaster=auto', '-o', 'ControlPersist=60',
                 '-o', 'ControlPath=' + self._control,
                 '%s@%s' % (v['ansible_user'], v['ansible_host']), as_root(v, command)]
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
-                               stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            self.raise_on_emulator_fault('lab command %r' % command)
-            raise
+        p = self.run(argv, 'lab command %r' % command, timeout)
         if check and p.returncode != 0:
-            self.raise_on_emulator_fault('lab command %r' % command)
             raise AssertionError('lab command %r failed (%d): %s %s' % (command, p.returncode, p.stdout, p.stderr))
         return p.stdout
 
@@ -189,12 +196,7 @@ class Lab(GuestReads, FaultWatch):
             argv.append('--check')
         if diff:
             argv.append('--diff')
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=timeout, check=False,
-                               stdin=subprocess.DEVNULL)  # Ansible refuses a non-blocking stdin
-        except subprocess.TimeoutExpired:
-            self.raise_on_emulator_fault('hypervisor.vfio.' + name)
-            raise
+        p = self.run(argv, 'hypervisor.vfio.' + name, timeout, env=self.env)
         out = p.stdout
         marker = re.search(r'^%s \| [A-Z!]+ => \{' % re.escape(self.name), out, re.M)
         if not marker:

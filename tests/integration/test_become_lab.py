@@ -23,8 +23,7 @@ def remote_shell(lab, command):
     """Run a shell command as an Ansible module on the lab host, the way lab.module runs
     vfio_bind (the inventory's user and become); return its stdout lines."""
     argv = [_bin('ansible'), lab.name, '-i', lab.inventory, '-m', 'ansible.builtin.shell', '-a', command]
-    p = subprocess.run(argv, capture_output=True, text=True, env=lab.env, timeout=600, check=False,
-                       stdin=subprocess.DEVNULL)
+    p = lab.run(argv, 'ansible.builtin.shell', 600, env=lab.env)
     head = '%s | CHANGED | rc=0 >>\n' % lab.name   # the minimal callback's shape of a command result
     assert p.returncode == 0 and p.stdout.startswith(head), (p.returncode, p.stdout, p.stderr)
     return p.stdout[len(head):].splitlines()

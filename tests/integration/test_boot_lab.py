@@ -12,7 +12,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import subprocess
 
 import pytest
 import yaml
@@ -29,8 +28,7 @@ def run_role(lab, tmpdir, role_vars):
     with open(path, 'w') as f:
         yaml.safe_dump(play, f, sort_keys=False)
     env = dict(lab.env, ANSIBLE_STDOUT_CALLBACK='ansible.builtin.default')
-    p = subprocess.run([_bin('ansible-playbook'), '-i', lab.inventory, path], capture_output=True, text=True,
-                       env=env, timeout=1800, check=False, stdin=subprocess.DEVNULL)
+    p = lab.run([_bin('ansible-playbook'), '-i', lab.inventory, path], 'ansible-playbook', 1800, env=env)
     return p.returncode, p.stdout + p.stderr
 
 

@@ -167,24 +167,10 @@ class HostImage(GuestReads, FaultWatch):
         subprocess.run(self._ssh_argv()[:-1] + ['-O', 'exit', '%s@127.0.0.1' % self.vars['ansible_user']],
                        capture_output=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
 
-    def run(self, argv, what, timeout, env=None):
-        """subprocess.run of a command that reaches the guest; EmulatorFault when it timed out or
-        failed and the guest's console shows the emulator fault."""
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False,
-                               stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            self.raise_on_emulator_fault(what)
-            raise
-        if p.returncode != 0:
-            self.raise_on_emulator_fault(what)
-        return p
-
     def ssh(self, command, check=True, timeout=600, label=None):
         argv = self._ssh_argv() + [as_root(self.vars, command)]
         t0 = time.monotonic()
-        p = self.run(argv, 'guest command %r' % command, timeout) if check else subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+        p = self.run(argv, 'guest command %r' % command, timeout)
         took = time.monotonic() - t0
         self.ssh_calls[0] += 1
         self.ssh_calls[1] += took

@@ -20,7 +20,6 @@ __metaclass__ = type
 import json
 import os
 import re
-import subprocess
 import tempfile
 
 import pytest
@@ -57,8 +56,7 @@ def run_role(lab, workdir, label, role_vars):
     with open(path, 'w') as f:
         yaml.safe_dump(play, f, sort_keys=False)
     env = dict(lab.env, ANSIBLE_STDOUT_CALLBACK='ansible.builtin.default', ANSIBLE_RETRY_FILES_ENABLED='False')
-    p = subprocess.run([_bin('ansible-playbook'), '-i', lab.inventory, path], capture_output=True, text=True,
-                       env=env, timeout=1800, check=False, stdin=subprocess.DEVNULL)
+    p = lab.run([_bin('ansible-playbook'), '-i', lab.inventory, path], label, 1800, env=env)
     with open(os.path.join(workdir, label + '.log'), 'w') as f:
         f.write(p.stdout + '\n--- stderr ---\n' + p.stderr)
     assert p.returncode == 0, '%s failed (%d):\n%s\n%s' % (label, p.returncode, p.stdout[-6000:], p.stderr[-3000:])
