@@ -325,8 +325,9 @@ class HostUsage:
                 continue
             if end > start:
                 bars.append((i, start, end))
+        # The framebuffer devices fbN (class/graphics also holds fbcon, the console's own device).
         consoles = ['%s (%s)' % (fb, self.fs.read_optional('class/graphics/%s/name' % fb) or '?')
-                    for fb in self.fs.listdir('class/graphics') if fb.startswith('fb')]
+                    for fb in self.fs.listdir('class/graphics') if fb.startswith('fb') and fb[2:].isdigit()]
         reasons = []
         for start, end, name in self._firmware_framebuffers():
             for i, bstart, bend in bars:
