@@ -335,15 +335,17 @@ FLAVOURS = {
 }
 
 
-def _guest(flavour):
-    """Boot one guest of this flavour (build or reuse its cached image); down at the end."""
+def _guest(flavour, instance=None, **more_env):
+    """Boot one guest of this flavour (build or reuse its cached image); down at the end.
+    ``instance`` names it (default: the flavour's, HOSTIMAGE_NAME[_<FLAVOUR>] overrides);
+    ``more_env`` goes to hostimagectl (HOSTIMAGE_VGA='1')."""
     if not os.path.exists(HOSTIMAGECTL):
         pytest.fail('%s is missing' % HOSTIMAGECTL)
     spec = FLAVOURS[flavour]
-    name = os.environ.get('HOSTIMAGE_NAME', spec['instance'])
-    if flavour != 'grub':
+    name = instance or os.environ.get('HOSTIMAGE_NAME', spec['instance'])
+    if flavour != 'grub' and not instance:
         name = os.environ.get('HOSTIMAGE_NAME_%s' % flavour.upper(), spec['instance'])
-    env = dict(os.environ, HOSTIMAGE_NAME=name, HOSTIMAGE_FLAVOUR=flavour)
+    env = dict(os.environ, HOSTIMAGE_NAME=name, HOSTIMAGE_FLAVOUR=flavour, **more_env)
     t0 = time.monotonic()
     p = subprocess.run([HOSTIMAGECTL, 'up'], env=env, capture_output=True, text=True, timeout=3600, check=False, stdin=subprocess.DEVNULL)
     if p.returncode != 0:
@@ -364,7 +366,7 @@ def _guest(flavour):
         print(guest.report())
         print('hostimage %s timings (s): %s' % (flavour, json.dumps(guest.timings)))
         artifacts = os.path.join(REPO, 'artifacts')
-        suffix = '' if flavour == 'grub' else '-' + flavour
+        suffix = '-' + instance if instance else '' if flavour == 'grub' else '-' + flavour
         try:
             os.makedirs(artifacts, exist_ok=True)
             with open(os.path.join(artifacts, 'hostimage-reboot-timings%s.json' % suffix), 'w') as f:
