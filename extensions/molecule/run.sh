@@ -36,7 +36,7 @@ rc=0
 "$molecule" "$@" || rc=$?
 if [ "$rc" -ne 0 ]; then
   fault=$(find "$repo/.lab/$LAB_NAME/console.log" "$repo/.lab/hostimage-$HOSTIMAGE_NAME/serial.log" \
-            -newer "$tmp/start" -print0 2>/dev/null | xargs -0 -r grep -a -h -m1 -F "timer wakeup didn't happen" || true)
+            -newer "$tmp/start" -print0 2>/dev/null | xargs -0 -r -n1 "$repo/lab/emulator-fault" || true)
   if [ -n "$fault" ]; then
     echo "molecule: a guest hung on an emulator fault, not on the code under test (QEMU TCG lost a vCPU's" \
          "timer interrupt: $(head -n1 <<<"$fault")); running the scenario once more on fresh guests" >&2

@@ -12,7 +12,6 @@ __metaclass__ = type
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -118,7 +117,13 @@ def test_a_failed_guest_command_is_an_emulator_fault_only_when_the_console_shows
 
 
 def test_a_guest_test_that_met_an_emulator_fault_is_rerun_once_on_a_fresh_vm(tmp_path):
-    shutil.copy(INTEGRATION_CONFTEST, str(tmp_path / 'conftest.py'))
+    # The integration conftest itself (its hooks and fixtures), loaded from where it lives.
+    (tmp_path / 'conftest.py').write_text(
+        'import importlib.util\n'
+        'spec = importlib.util.spec_from_file_location("integration_conftest", %r)\n'
+        'mod = importlib.util.module_from_spec(spec)\n'
+        'spec.loader.exec_module(mod)\n'
+        'globals().update((k, v) for k, v in vars(mod).items() if not k.startswith("__"))\n' % INTEGRATION_CONFTEST)
     (tmp_path / 'lab').mkdir()
     (tmp_path / 'lab' / 'inventory.yml').write_text(INVENTORY)
     (tmp_path / 'lab' / 'console.log').write_text('[    1.0] Linux version 6.12\n')

@@ -12,12 +12,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import json
-import re
 
 import pytest
 
-from conftest import _bin
 from test_reboot_persistence import _flavour_wanted, _guest
 
 pytestmark = [pytest.mark.lab, pytest.mark.reboot]
@@ -33,13 +30,8 @@ def vga_guest():
 
 def _bind(g, **args):
     """vfio_bind on the guest; (ok, result), a refusal included."""
-    argv = [_bin('ansible'), 'hostimage', '-i', g.inventory, '-m', 'hypervisor.vfio.vfio_bind', '-a', json.dumps(args)]
-    p = g.run(argv, 'vfio_bind', 600, env=g.ansible_env)
-    out = p.stdout
-    marker = re.search(r'^hostimage \| [A-Z!]+ => \{', out, re.M)
-    assert marker, 'vfio_bind gave no result (%d): %s %s' % (p.returncode, out, p.stderr)
-    res = json.JSONDecoder().raw_decode(out, marker.end() - 1)[0]
-    return p.returncode == 0 and not res.get('failed'), res
+    res = g.module('hypervisor.vfio.vfio_bind', args, check=False)
+    return not res.get('failed'), res
 
 
 def _card(g, addr):

@@ -35,6 +35,7 @@ __metaclass__ = type
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -259,16 +260,21 @@ class HostImage(GuestReads, FaultWatch):
         assert p.returncode == 0 and start >= 0, 'vfio_facts failed (%d): %s %s' % (p.returncode, out, p.stderr)
         return json.loads(out[start:out.rfind('}') + 1])['ansible_facts']['vfio']
 
-    def module(self, name, args):
-        """Run one module ad hoc on the guest; its JSON result."""
+    def module(self, name, args, check=True):
+        """Run one module ad hoc on the guest; its JSON result (with check=False, a failed one too:
+        ansible prints the failure's task before the result, so the result is found by its line)."""
         argv = [_bin('ansible'), 'hostimage', '-i', self.inventory, '-m', name, '-a', json.dumps(args)]
         t0 = time.monotonic()
         p = self.run(argv, name, 600, env=self.ansible_env)
         self.log_step(name.split('.')[-1], t0)
         out = p.stdout
-        start = out.find('{')
-        assert p.returncode == 0 and start >= 0, '%s failed (%d): %s %s' % (name, p.returncode, out, p.stderr)
-        return json.loads(out[start:out.rfind('}') + 1])
+        marker = re.search(r'^hostimage \| [A-Z!]+ => \{', out, re.M)
+        assert marker and (p.returncode == 0 or not check), '%s failed (%d): %s %s' % (
+            name, p.returncode, out, p.stderr)
+        result = json.JSONDecoder().raw_decode(out, marker.end() - 1)[0]
+        if p.returncode != 0:
+            result.setdefault('failed', True)  # ansible's FAILED! line says it, the result may not
+        return result
 
     def initramfs_listing(self):
         """What the next boot of the running kernel loads as its initramfs, listed."""
