@@ -5,7 +5,7 @@
 
 The main lab (virtme-ng) cannot reboot like a host: QEMU hands it kernel and initramfs, so a
 rebuilt initramfs is never used.  lab/hostimage boots OVMF -> GRUB -> the guest's own
-/vmlinuz + /initrd.img, and its initramfs carries e1000e, the host driver of the generic
+kernel + initramfs, and its initramfs carries e1000e, the host driver of the generic
 device: the hard case.  The role hypervisor.vfio.passthrough binds that device with
 persistence; after `systemctl reboot` inside the guest it must be on vfio-pci again with its
 driver_override set, without e1000e ever having bound it during that boot.  Then a reboot
@@ -16,8 +16,11 @@ within its bound, name the blocked write, and the host must reach the network.  
 restore playbook gives it back and, after another reboot, it is on e1000e again.  One guest,
 one role run and one restore carry all of it: each role run rebuilds the initramfs under TCG.
 
-The same sequence runs on the systemd-boot + dracut flavour (sdboot) with a kernel upgrade in
-the middle: the reboot mid-convergence is the one-shot boot into the newly installed kernel.
+The guest's GRUB is Debian's (grub-efi-amd64): the role's defaults add iommu=pt through its
+/etc/default/grub.d drop-in and update-grub, and the next boot must carry it.  In the middle, a
+second kernel package is installed (initramfs-tools, update-grub and the role's kernel hook run
+for it): the reboot mid-convergence is the one-shot boot into it (grub-reboot).  The same
+sequence runs on the systemd-boot + dracut flavour (sdboot: kernel-install, bootctl set-oneshot).
 
 Each test prints its timeline (every role run with its slowest tasks, every boot with the
 uptime at which SSH answered, each phase) and writes it to <workdir>/steps.log; timings also go
@@ -278,7 +281,7 @@ class HostImage(GuestReads, FaultWatch):
 
     def initramfs_listing(self):
         """What the next boot of the running kernel loads as its initramfs, listed."""
-        return self.ssh(self.flavour['initramfs_list'], label='list the initramfs')
+        return self.ssh(self.flavour['initramfs_of'].format(release='$(uname -r)'), label='list the initramfs')
 
     def sriov(self, pf):
         """{'numvfs': int, 'autoprobe': '0'/'1', 'vfs': {address: (driver, override)}} in one round trip."""
@@ -322,20 +325,30 @@ def _slowest_tasks(junit_dir, n=5, at_least=3.0):
 # other boot loader and the other initramfs generator, to keep CI time down.
 FLAVOURS = {
     'grub': {
-        'flavour': 'grub', 'instance': 'itest-reboot', 'loader': 'grub', 'method': None,
-        # The image boots with intel_iommu=on from its own grub.cfg, which update-grub does not
-        # write (no grub-pc): the role leaves the kernel arguments alone.
-        'role_vars': {'passthrough_iommu_cmdline': False},
-        'initramfs_list': 'lsinitramfs "$(readlink -f /initrd.img)"',
-        'boot_args': ['intel_iommu=on'],
+        'flavour': 'grub', 'instance': 'itest-reboot', 'loader': 'grub', 'method': 'grub_dropin',
+        # The role's defaults: it adds iommu=pt through its /etc/default/grub.d drop-in +
+        # update-grub (Debian's grub-efi-amd64; the image boots with intel_iommu=on).
+        'role_vars': {},
+        # GRUB's entry for a kernel (written by update-grub) loads /boot/initrd.img-<release>.
+        'initramfs_of': 'lsinitramfs /boot/initrd.img-{release}',
+        # The kernel command lines update-grub wrote for a release (its entry and recovery entry).
+        'entry_args_of': 'awk \'$1 == "linux" && $2 == "/boot/vmlinuz-{release}"\' /boot/grub/grub.cfg',
+        # One boot into that kernel: grub-reboot sets next_entry in /boot/grub/grubenv (the
+        # entry in the "Advanced options" submenu, named by the ids update-grub gave them).
+        'boot_once': ('sub=$(grep -o "gnulinux-advanced-[0-9a-f-]*" /boot/grub/grub.cfg | head -n1); '
+                      'ent=$(grep -o "gnulinux-{release}-advanced-[0-9a-f-]*" /boot/grub/grub.cfg | head -n1); '
+                      '[ -n "$sub" ] && [ -n "$ent" ] && grub-reboot "$sub>$ent" && grub-editenv list'),
+        'boot_args': ['intel_iommu=on', 'iommu=pt'],
     },
     'sdboot': {
         'flavour': 'sdboot', 'instance': 'itest-sdboot', 'loader': 'systemd-boot', 'method': 'kernel_install',
         # The role's defaults: it adds iommu=pt through /etc/kernel/cmdline + kernel-install.
         'role_vars': {},
         # systemd-boot loads the copy kernel-install put on the ESP, named by the entry.
-        'initramfs_list': 'e=/boot/efi/loader/entries/hostimage-$(uname -r).conf; '
-                          'lsinitrd "/boot/efi$(awk \'$1 == "initrd" {print $2; exit}\' "$e")"',
+        'initramfs_of': ('lsinitrd "/boot/efi$(awk \'$1 == "initrd" {{print $2; exit}}\' '
+                         '/boot/efi/loader/entries/hostimage-{release}.conf)"'),
+        'entry_args_of': 'grep "^options" /boot/efi/loader/entries/hostimage-{release}.conf',
+        'boot_once': 'bootctl set-oneshot hostimage-{release}.conf',
         'boot_args': ['intel_iommu=on', 'iommu=pt'],
     },
 }
@@ -445,33 +458,39 @@ def _stamped(command):
 
 
 def _upgrade_kernel(g, addr):
-    """Kernel upgrade (sdboot guest): a second kernel package (another ABI) installed after the
-    role converged gets the rule and the VFIO modules in its initramfs and the facts report it.
-    Returns its release and makes it systemd-boot's one-shot entry: the next reboot (the one
-    mid-convergence, see _bind_reboot_restore) boots it."""
+    """Kernel upgrade: a second kernel package (another ABI) installed after the role converged
+    gets the rule and the VFIO modules in its initramfs, the IOMMU arguments in its boot entry,
+    and the facts report it. Returns its release and makes it the boot loader's one-shot entry
+    (grub-reboot, bootctl set-oneshot): the next reboot (the one mid-convergence, see
+    _bind_reboot_restore) boots it."""
     pkg = g.ssh('cat /etc/hostimage-upgrade-kernel').strip()
     new = pkg[len('linux-image-'):]
     running = g.ssh('uname -r').strip()
     assert new != running, 'the upgrade kernel %s is the running one' % new
     # Each output line stamped with the guest's clock: where the time of the upgrade goes
-    # (unpacking, depmod, the initramfs, kernel-install, the hooks).
+    # (unpacking, depmod, the initramfs, update-grub / kernel-install, the hooks).
     out = g.ssh(_stamped('DEBIAN_FRONTEND=noninteractive dpkg -i /var/cache/hostimage/%s_*.deb' % pkg),
                 timeout=3600, label='kernel_upgrade_dpkg')
     with open(os.path.join(g.workdir, 'kernel-upgrade-dpkg.log'), 'w') as f:
         f.write(out)
-    marks = ('Unpacking', 'Setting up', 'run-parts', 'dracut', 'kernel-install', 'hypervisor-vfio', 'Processing')
+    marks = ('Unpacking', 'Setting up', 'run-parts', 'dracut', 'kernel-install', 'update-initramfs', 'grub',
+             'hypervisor-vfio', 'Processing')
     g.timeline.extend('    guest ' + line for line in out.splitlines() if any(m in line for m in marks))
     # The role's kernel hook ran for the new kernel and found nothing missing.
     hook = [line for line in out.splitlines() if 'hypervisor-vfio' in line and new in line]
     assert hook and not [line for line in hook if 'WARNING' in line], out[-4000:]
-    # The initramfs systemd-boot will load for it (kernel-install's copy on the ESP) carries the
-    # rule and the VFIO module; the host driver is in it too (still the hard case).
-    entry = '/boot/efi/loader/entries/hostimage-%s.conf' % new
-    listing = g.ssh('lsinitrd "/boot/efi$(awk \'$1 == "initrd" {print $2; exit}\' %s)"' % entry)
+    # The initramfs the boot loader will load for it (GRUB: /boot/initrd.img-<release>;
+    # systemd-boot: kernel-install's copy on the ESP) carries the rule and the VFIO module; the
+    # host driver is in it too (still the hard case).
+    listing = g.ssh(g.flavour['initramfs_of'].format(release=new), label='list the new initramfs')
     assert 'hypervisor-vfio.rules' in listing and '/vfio-pci.ko' in listing.replace('vfio_pci', 'vfio-pci'), listing[-3000:]
     assert '/%s.ko' % HOST_DRIVER in listing
-    for arg in g.flavour['boot_args']:
-        assert arg in g.ssh('cat %s' % entry), 'the new entry lacks %s' % arg
+    # Its boot entry (written by update-grub / kernel-install) has the IOMMU arguments.
+    entries = g.ssh(g.flavour['entry_args_of'].format(release=new)).splitlines()
+    assert entries, 'no boot entry for %s' % new
+    for line in entries:
+        for arg in g.flavour['boot_args']:
+            assert arg in line.split(), 'the entry of %s lacks %s: %s' % (new, arg, line)
     # vfio_facts: every installed kernel, the new one with the module and an initramfs that has it.
     kernels = dict((k['release'], k) for k in g.facts(initramfs_contents=True)['kernels'])
     assert new in kernels and running in kernels, sorted(kernels)
@@ -479,8 +498,8 @@ def _upgrade_kernel(g, addr):
     assert k['running'] is False and k['missing_vfio_modules'] == [], k
     assert k['initramfs_checked'] and k['initramfs_vfio_modules'] == {'vfio_pci': True}, k
     assert any('hypervisor-vfio.rules' in f for f in k['initramfs_files']), k
-    # Boot it once (systemd-boot's one-shot entry), then the default (newest) kernel again.
-    g.ssh('bootctl set-oneshot hostimage-%s.conf' % new)
+    # Boot it once (the loader's one-shot entry), then the default (newest) kernel again.
+    g.ssh(g.flavour['boot_once'].format(release=new), label='boot %s once' % new)
     return new
 
 
@@ -773,11 +792,13 @@ def _a_write_that_blocks_at_boot(g, addr):
 
 
 def test_binding_survives_reboot_with_host_driver_in_initramfs(hostimage):
-    """GRUB and initramfs-tools, the host driver in the initramfs; between the re-run and the
-    restore (step 3b), a boot where a write of the engine blocks: the unit ends within its bound,
-    names the write, and the host reaches the network (one guest, one role run and one restore
-    for both: each role run rebuilds the initramfs under TCG)."""
-    _bind_reboot_restore(hostimage, blocked_write=True)
+    """GRUB (Debian's grub-efi-amd64, update-grub) and initramfs-tools, the host driver in the
+    initramfs; the role's defaults add iommu=pt through the GRUB drop-in + update-grub; a second
+    kernel package is installed and booted once (grub-reboot); between the re-run and the restore
+    (step 3b), a boot where a write of the engine blocks: the unit ends within its bound, names
+    the write, and the host reaches the network (one guest, one role run and one restore for all
+    of it: each role run rebuilds the initramfs under TCG)."""
+    _bind_reboot_restore(hostimage, upgrade=True, blocked_write=True)
 
 
 def test_systemd_boot_and_dracut_binding_survives_reboot_and_kernel_upgrade(hostimage_sdboot):
