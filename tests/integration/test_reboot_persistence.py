@@ -407,13 +407,19 @@ def hostimage():
     yield from _guest('grub')
 
 
+def _flavours_named(variable, default):
+    """The flavours an environment variable names (comma-separated); an unknown one fails the test."""
+    wanted = [f.strip() for f in os.environ.get(variable, default).split(',') if f.strip()]
+    unknown = sorted(set(wanted) - set(FLAVOURS))
+    if unknown:
+        pytest.fail('%s names unknown flavours %s (known: %s)' % (variable, unknown, sorted(FLAVOURS)))
+    return wanted
+
+
 def _flavour_wanted(flavour):
     """HOSTIMAGE_FLAVOURS (comma-separated, default grub,sdboot: both run in make test) names
     the flavours whose tests run; HOSTIMAGE_FLAVOURS=grub leaves the systemd-boot one out."""
-    wanted = [f.strip() for f in os.environ.get('HOSTIMAGE_FLAVOURS', 'grub,sdboot').split(',') if f.strip()]
-    unknown = sorted(set(wanted) - set(FLAVOURS))
-    if unknown:
-        pytest.fail('HOSTIMAGE_FLAVOURS names unknown flavours %s (known: %s)' % (unknown, sorted(FLAVOURS)))
+    wanted = _flavours_named('HOSTIMAGE_FLAVOURS', 'grub,sdboot')
     if flavour not in wanted:
         pytest.skip('HOSTIMAGE_FLAVOURS=%s leaves out the %s flavour' % (','.join(wanted), flavour))
 
@@ -423,11 +429,7 @@ def _upgrade_wanted(flavour):
     sequence carries the kernel upgrade. Each upgrade costs 8-9 min of TCG on a slow 2-core
     machine (dpkg of a kernel package, its initramfs, and the restore's initramfs of two
     kernels), so make test runs it on one flavour; HOSTIMAGE_UPGRADE=grub,sdboot runs both."""
-    wanted = [f.strip() for f in os.environ.get('HOSTIMAGE_UPGRADE', 'sdboot').split(',') if f.strip()]
-    unknown = sorted(set(wanted) - set(FLAVOURS))
-    if unknown:
-        pytest.fail('HOSTIMAGE_UPGRADE names unknown flavours %s (known: %s)' % (unknown, sorted(FLAVOURS)))
-    return flavour in wanted
+    return flavour in _flavours_named('HOSTIMAGE_UPGRADE', 'sdboot')
 
 
 @pytest.fixture
